@@ -1,0 +1,52 @@
+"""`fact-rlhf <command> ...`: one entry point for every job.
+
+Each subcommand lives in `fact_rlhf_jax/commands/<name>.py` and exposes
+`add_arguments(parser)` and `run(args) -> int | None`. Modules are imported only
+when their command runs, so `fact-rlhf --help` stays fast and a broken optional
+dependency of one command never breaks the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("fact_rlhf_jax.commands.train", "train a stage (sft, reward, ppo) from a config file"),
+    "generate": ("fact_rlhf_jax.commands.generate", "answer prompts about images with a model"),
+    "eval": ("fact_rlhf_jax.commands.eval", "run or score POPE, MMHal-Bench, LLaVA-Bench, CHAIR"),
+    "shapesworld": ("fact_rlhf_jax.commands.shapesworld", "write the ShapesWorld synthetic data sets"),
+    "convert": ("fact_rlhf_jax.commands.convert", "convert checkpoints between HF and fact_rlhf_jax"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fact-rlhf", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(_module=module_name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    # Parse the command name first, then let the command's own module define its flags.
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints help or the usage error and exits
+        return 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    sub = argparse.ArgumentParser(prog=f"fact-rlhf {name}", description=COMMANDS[name][1])
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    code = module.run(args)
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

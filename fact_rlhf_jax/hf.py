@@ -1,0 +1,450 @@
+"""Hugging Face interop: read and write safetensors checkpoints of llava-hf, LLaMA and CLIP models.
+
+Supported layouts (key prefixes are detected, so old and new transformers layouts both load):
+  LlavaForConditionalGeneration  `model.vision_tower.*` | `vision_tower.vision_model.*`,
+                                 `model.multi_modal_projector.*` | `multi_modal_projector.*`,
+                                 `model.language_model.*` | `language_model.model.*`, `lm_head.*`
+  LlamaForCausalLM               `model.*`, `lm_head.*`
+  CLIPVisionModel / CLIPModel    `[vision_model.]embeddings.*`, `[vision_model.]encoder.*`, ...
+
+HF torch Linear weights are [out, in]; ours are [in, out] with heads split out ([in, heads, head_dim]).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from safetensors import safe_open
+
+from fact_rlhf_jax.models.config import LlavaConfig, TextConfig, VisionConfig
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+class _Tensors:
+    """Lazy access to every tensor of a (possibly sharded) safetensors checkpoint directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        files = sorted(self.path.glob("*.safetensors"))
+        if not files:
+            raise CheckpointError(f"{self.path}: no *.safetensors files (only safetensors checkpoints are supported)")
+        self._where: dict[str, Path] = {}
+        for f in files:
+            with safe_open(str(f), framework="flax") as h:
+                for k in h.keys():
+                    self._where[k] = f
+        self._handles: dict[Path, Any] = {}
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def get(self, key: str) -> np.ndarray:
+        if key not in self._where:
+            raise CheckpointError(f"{self.path}: tensor {key!r} missing from the checkpoint")
+        f = self._where[key]
+        if f not in self._handles:
+            self._handles[f] = safe_open(str(f), framework="flax")
+        return self._handles[f].get_tensor(key)
+
+    def prefix_of(self, suffix: str) -> str | None:
+        hits = [k[: -len(suffix)] for k in self._where if k.endswith(suffix)]
+        return min(hits, key=len) if hits else None
+
+
+def _read_config(path: Path) -> dict:
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise CheckpointError(f"{path}: config.json not found")
+    with open(cfg_file) as f:
+        return json.load(f)
+
+
+def _rope_theta(d: dict) -> float:
+    params = d.get("rope_parameters") or d.get("rope_scaling") or {}
+    kind = params.get("rope_type", params.get("type", "default"))
+    if kind not in ("default", None):
+        raise CheckpointError(f"RoPE type {kind!r} is not supported (only the default LLaMA-2 RoPE)")
+    return float(params.get("rope_theta", d.get("rope_theta", 10000.0)))
+
+
+def text_config_from_hf(d: dict) -> TextConfig:
+    heads = d["num_attention_heads"]
+    return TextConfig(
+        vocab_size=d["vocab_size"], hidden_size=d["hidden_size"], intermediate_size=d["intermediate_size"],
+        num_layers=d["num_hidden_layers"], num_heads=heads, num_kv_heads=d.get("num_key_value_heads") or heads,
+        head_dim=d.get("head_dim") if d.get("head_dim") not in (None, d["hidden_size"] // heads) else None,
+        rope_theta=_rope_theta(d), rms_norm_eps=d.get("rms_norm_eps", 1e-6),
+        max_position_embeddings=d.get("max_position_embeddings", 4096),
+        tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+    )
+
+
+def vision_config_from_hf(d: dict) -> VisionConfig:
+    if d.get("hidden_act", "quick_gelu") != "quick_gelu":
+        raise CheckpointError(f"CLIP hidden_act {d.get('hidden_act')!r} is not supported (expected quick_gelu)")
+    return VisionConfig(
+        image_size=d["image_size"], patch_size=d["patch_size"], hidden_size=d["hidden_size"],
+        intermediate_size=d["intermediate_size"], num_layers=d["num_hidden_layers"],
+        num_heads=d["num_attention_heads"], num_channels=d.get("num_channels", 3),
+        layer_norm_eps=d.get("layer_norm_eps", 1e-5),
+    )
+
+
+def _stack(t: _Tensors, fmt: str, n: int, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    return np.stack([convert(np.asarray(t.get(fmt.format(i)))) for i in range(n)])
+
+
+def _heads_in(h: int):
+    """torch [h*hd, d] -> ours [d, h, hd]."""
+    return lambda w: w.T.reshape(w.shape[1], h, -1)
+
+
+def _heads_out(h: int):
+    """torch [d, h*hd] -> ours [h, hd, d]."""
+    return lambda w: w.T.reshape(h, -1, w.shape[0])
+
+
+def _load_llama(t: _Tensors, cfg: TextConfig, prefix: str, head_key: str | None) -> dict:
+    n, h, kvh = cfg.num_layers, cfg.num_heads, cfg.num_kv_heads
+    lp = prefix + "layers.{}."
+    T = lambda w: w.T
+    ident = lambda w: w
+    embed = np.asarray(t.get(prefix + "embed_tokens.weight"))
+    if head_key is not None and not cfg.tie_word_embeddings:
+        lm_head = np.asarray(t.get(head_key)).T
+    else:
+        lm_head = embed.T
+    return {
+        "embed": embed,
+        "layers": {
+            "attn_norm": _stack(t, lp + "input_layernorm.weight", n, ident),
+            "attn": {
+                "q": _stack(t, lp + "self_attn.q_proj.weight", n, _heads_in(h)),
+                "k": _stack(t, lp + "self_attn.k_proj.weight", n, _heads_in(kvh)),
+                "v": _stack(t, lp + "self_attn.v_proj.weight", n, _heads_in(kvh)),
+                "o": _stack(t, lp + "self_attn.o_proj.weight", n, _heads_out(h)),
+            },
+            "mlp_norm": _stack(t, lp + "post_attention_layernorm.weight", n, ident),
+            "mlp": {
+                "gate": _stack(t, lp + "mlp.gate_proj.weight", n, T),
+                "up": _stack(t, lp + "mlp.up_proj.weight", n, T),
+                "down": _stack(t, lp + "mlp.down_proj.weight", n, T),
+            },
+        },
+        "norm": np.asarray(t.get(prefix + "norm.weight")),
+        "lm_head": lm_head,
+    }
+
+
+def _load_clip(t: _Tensors, cfg: VisionConfig, prefix: str) -> dict:
+    n, h = cfg.num_layers, cfg.num_heads
+    lp = prefix + "encoder.layers.{}."
+    ident = lambda w: w
+    T = lambda w: w.T
+    bias_heads = lambda b: b.reshape(h, -1)
+
+    def proj_in(name):
+        return {"w": _stack(t, lp + f"self_attn.{name}.weight", n, _heads_in(h)),
+                "b": _stack(t, lp + f"self_attn.{name}.bias", n, bias_heads)}
+
+    def ln(fmt, stacked=True):
+        if stacked:
+            return {"scale": _stack(t, fmt + ".weight", n, ident), "bias": _stack(t, fmt + ".bias", n, ident)}
+        return {"scale": np.asarray(t.get(fmt + ".weight")), "bias": np.asarray(t.get(fmt + ".bias"))}
+
+    post = prefix + "post_layernorm"
+    has_post = post + ".weight" in t.keys()
+    d = cfg.hidden_size
+    return {
+        "patch_embed": np.asarray(t.get(prefix + "embeddings.patch_embedding.weight")).transpose(2, 3, 1, 0),
+        "class_embed": np.asarray(t.get(prefix + "embeddings.class_embedding")),
+        "pos_embed": np.asarray(t.get(prefix + "embeddings.position_embedding.weight")),
+        "pre_norm": ln(prefix + "pre_layrnorm", stacked=False),
+        "layers": {
+            "ln1": ln(lp + "layer_norm1"),
+            "attn": {
+                "q": proj_in("q_proj"),
+                "k": proj_in("k_proj"),
+                "v": proj_in("v_proj"),
+                "o": {"w": _stack(t, lp + "self_attn.out_proj.weight", n, _heads_out(h)),
+                      "b": _stack(t, lp + "self_attn.out_proj.bias", n, ident)},
+            },
+            "ln2": ln(lp + "layer_norm2"),
+            "mlp": {
+                "fc1": {"w": _stack(t, lp + "mlp.fc1.weight", n, T), "b": _stack(t, lp + "mlp.fc1.bias", n, ident)},
+                "fc2": {"w": _stack(t, lp + "mlp.fc2.weight", n, T), "b": _stack(t, lp + "mlp.fc2.bias", n, ident)},
+            },
+        },
+        "post_norm": ln(post, stacked=False) if has_post else
+        {"scale": np.ones((d,), np.float32), "bias": np.zeros((d,), np.float32)},
+    }
+
+
+def _finish(params: Any, dtype, shardings: Any = None) -> Any:
+    cast = lambda x: jnp.asarray(x, dtype=jnp.dtype(dtype))
+    if shardings is None:
+        return jax.tree.map(cast, params)
+    return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x).astype(jnp.dtype(dtype)), s), params, shardings)
+
+
+def import_llama(path: str | os.PathLike, *, dtype="float32") -> tuple[TextConfig, dict]:
+    """Reads a `LlamaForCausalLM` safetensors directory -> (TextConfig, llm params)."""
+    path = Path(path)
+    cfg = text_config_from_hf(_read_config(path))
+    t = _Tensors(path)
+    prefix = t.prefix_of("embed_tokens.weight")
+    if prefix is None:
+        raise CheckpointError(f"{path}: no `embed_tokens.weight`; not a LLaMA checkpoint")
+    head = t.prefix_of("lm_head.weight")
+    params = _load_llama(t, cfg, prefix, None if head is None else head + "lm_head.weight")
+    return cfg, _finish(params, dtype)
+
+
+def import_clip(path: str | os.PathLike, *, dtype="float32") -> tuple[VisionConfig, dict]:
+    """Reads a `CLIPVisionModel` (or full `CLIPModel`) safetensors directory -> (VisionConfig, vision params)."""
+    path = Path(path)
+    raw = _read_config(path)
+    cfg = vision_config_from_hf(raw.get("vision_config", raw))
+    t = _Tensors(path)
+    prefix = t.prefix_of("embeddings.patch_embedding.weight")
+    if prefix is None:
+        raise CheckpointError(f"{path}: no `embeddings.patch_embedding.weight`; not a CLIP vision checkpoint")
+    return cfg, _finish(_load_clip(t, cfg, prefix), dtype)
+
+
+def import_llava(path: str | os.PathLike, *, dtype="float32", param_dtype: str | None = None,
+                 compute_dtype: str | None = None, mesh=None, rules=None) -> tuple[LlavaConfig, dict]:
+    """Reads a llava-hf `LlavaForConditionalGeneration` safetensors directory -> (LlavaConfig, params).
+
+    With `mesh`, every tensor goes straight to its sharding (no full copy on one device).
+    """
+    path = Path(path)
+    raw = _read_config(path)
+    for key in ("vision_config", "text_config"):
+        if key not in raw:
+            raise CheckpointError(f"{path}/config.json: no {key!r}; not a llava-hf LlavaForConditionalGeneration")
+    strategy = raw.get("vision_feature_select_strategy", "default")
+    if strategy != "default":
+        raise CheckpointError(f"{path}: vision_feature_select_strategy {strategy!r} unsupported (LLaVA drops CLS: 'default')")
+    layer = raw.get("vision_feature_layer", -2)
+    if not isinstance(layer, int):
+        raise CheckpointError(f"{path}: vision_feature_layer {layer!r} must be a single int")
+    act = raw.get("projector_hidden_act", "gelu")
+    t = _Tensors(path)
+    keys = t.keys()
+    proj_prefix = t.prefix_of("multi_modal_projector.linear_1.weight")
+    if proj_prefix is None:
+        raise CheckpointError(f"{path}: no multi_modal_projector weights")
+    pp = proj_prefix + "multi_modal_projector."
+    if act == "linear":
+        projector_kind = "linear"
+    elif act == "gelu":
+        projector_kind = "mlp2x_gelu"
+    else:
+        raise CheckpointError(f"{path}: projector_hidden_act {act!r} unsupported (gelu or linear)")
+    w1 = np.asarray(t.get(pp + "linear_1.weight")).T
+    b1 = np.asarray(t.get(pp + "linear_1.bias")) if pp + "linear_1.bias" in keys else np.zeros(w1.shape[1], w1.dtype)
+    w2 = np.asarray(t.get(pp + "linear_2.weight")).T
+    b2 = np.asarray(t.get(pp + "linear_2.bias")) if pp + "linear_2.bias" in keys else np.zeros(w2.shape[1], w2.dtype)
+    if projector_kind == "linear":
+        # A linear projector is exported as linear_2(identity(linear_1 x)); fold linear_2 back in.
+        projector = {"w": w1 @ w2, "b": b1 @ w2 + b2}
+    else:
+        projector = {"fc1": {"w": w1, "b": b1}, "fc2": {"w": w2, "b": b2}}
+
+    text_cfg = text_config_from_hf(raw["text_config"])
+    vision_cfg = vision_config_from_hf(raw["vision_config"])
+    dtype = param_dtype or dtype
+    cfg = LlavaConfig(vision=vision_cfg, text=text_cfg, projector=projector_kind, vision_feature_layer=layer,
+                      image_token_id=int(raw.get("image_token_index", raw.get("image_token_id", 32000))),
+                      param_dtype=str(jnp.dtype(dtype)), compute_dtype=compute_dtype or str(jnp.dtype(dtype)))
+    llm_prefix = t.prefix_of("embed_tokens.weight")
+    vis_prefix = t.prefix_of("embeddings.patch_embedding.weight")
+    head = t.prefix_of("lm_head.weight")
+    params = {
+        "vision": _load_clip(t, vision_cfg, vis_prefix),
+        "projector": projector,
+        "llm": _load_llama(t, text_cfg, llm_prefix, None if head is None else head + "lm_head.weight"),
+    }
+    shardings = None
+    if mesh is not None:
+        from fact_rlhf_jax.models import llava
+
+        shardings = llava.param_shardings(cfg, mesh, rules)
+    return cfg, _finish(params, dtype, shardings)
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+def _np32(x) -> np.ndarray:
+    return np.asarray(jax.device_get(x), dtype=np.float32)
+
+
+def _llama_tensors(p: dict, cfg: TextConfig, prefix: str, head_key: str, vocab_pad: int = 0) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    embed = _np32(p["embed"])
+    head = _np32(p["lm_head"]).T
+    if vocab_pad:
+        embed = np.concatenate([embed, np.zeros((vocab_pad, embed.shape[1]), np.float32)])
+        head = np.concatenate([head, np.zeros((vocab_pad, head.shape[1]), np.float32)])
+    out[prefix + "embed_tokens.weight"] = embed
+    out[prefix + "norm.weight"] = _np32(p["norm"])
+    out[head_key] = head
+    L = p["layers"]
+    for i in range(cfg.num_layers):
+        lp = f"{prefix}layers.{i}."
+        a = {k: _np32(v[i]) for k, v in L["attn"].items()}
+        out[lp + "self_attn.q_proj.weight"] = a["q"].reshape(a["q"].shape[0], -1).T
+        out[lp + "self_attn.k_proj.weight"] = a["k"].reshape(a["k"].shape[0], -1).T
+        out[lp + "self_attn.v_proj.weight"] = a["v"].reshape(a["v"].shape[0], -1).T
+        out[lp + "self_attn.o_proj.weight"] = a["o"].reshape(-1, a["o"].shape[-1]).T
+        for name, hf in (("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj")):
+            out[lp + f"mlp.{hf}.weight"] = _np32(L["mlp"][name][i]).T
+        out[lp + "input_layernorm.weight"] = _np32(L["attn_norm"][i])
+        out[lp + "post_attention_layernorm.weight"] = _np32(L["mlp_norm"][i])
+    return out
+
+
+def _clip_tensors(p: dict, cfg: VisionConfig, prefix: str) -> dict[str, np.ndarray]:
+    out = {
+        prefix + "embeddings.patch_embedding.weight": _np32(p["patch_embed"]).transpose(3, 2, 0, 1),
+        prefix + "embeddings.class_embedding": _np32(p["class_embed"]),
+        prefix + "embeddings.position_embedding.weight": _np32(p["pos_embed"]),
+        prefix + "pre_layrnorm.weight": _np32(p["pre_norm"]["scale"]),
+        prefix + "pre_layrnorm.bias": _np32(p["pre_norm"]["bias"]),
+        prefix + "post_layernorm.weight": _np32(p["post_norm"]["scale"]),
+        prefix + "post_layernorm.bias": _np32(p["post_norm"]["bias"]),
+    }
+    L = p["layers"]
+    for i in range(cfg.num_layers):
+        lp = f"{prefix}encoder.layers.{i}."
+        for name, hf in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj")):
+            w = _np32(L["attn"][name]["w"][i])
+            out[lp + f"self_attn.{hf}.weight"] = w.reshape(w.shape[0], -1).T
+            out[lp + f"self_attn.{hf}.bias"] = _np32(L["attn"][name]["b"][i]).reshape(-1)
+        wo = _np32(L["attn"]["o"]["w"][i])
+        out[lp + "self_attn.out_proj.weight"] = wo.reshape(-1, wo.shape[-1]).T
+        out[lp + "self_attn.out_proj.bias"] = _np32(L["attn"]["o"]["b"][i])
+        for ln, hf in (("ln1", "layer_norm1"), ("ln2", "layer_norm2")):
+            out[lp + f"{hf}.weight"] = _np32(L[ln]["scale"][i])
+            out[lp + f"{hf}.bias"] = _np32(L[ln]["bias"][i])
+        for fc in ("fc1", "fc2"):
+            out[lp + f"mlp.{fc}.weight"] = _np32(L["mlp"][fc]["w"][i]).T
+            out[lp + f"mlp.{fc}.bias"] = _np32(L["mlp"][fc]["b"][i])
+    return out
+
+
+def hf_text_config(cfg: TextConfig, vocab_size: int | None = None) -> dict:
+    return {
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"],
+        "vocab_size": vocab_size or cfg.vocab_size, "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size, "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads, "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.dim_per_head, "hidden_act": "silu", "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "max_position_embeddings": cfg.max_position_embeddings, "tie_word_embeddings": False,
+        "attention_bias": False, "mlp_bias": False, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+    }
+
+
+def hf_vision_config(cfg: VisionConfig) -> dict:
+    return {
+        "model_type": "clip_vision_model", "image_size": cfg.image_size, "patch_size": cfg.patch_size,
+        "hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
+        "num_channels": cfg.num_channels, "layer_norm_eps": cfg.layer_norm_eps, "hidden_act": "quick_gelu",
+        "projection_dim": cfg.hidden_size,
+    }
+
+
+def _save(tensors: dict[str, np.ndarray], config: dict, path: Path, dtype) -> None:
+    from safetensors.numpy import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    np_dtype = np.float32 if jnp.dtype(dtype) == jnp.float32 else np.float16 if jnp.dtype(dtype) == jnp.float16 else None
+    if np_dtype is None:  # bfloat16: numpy has no native bf16 -> go through torch-free ml_dtypes
+        import ml_dtypes
+
+        np_dtype = ml_dtypes.bfloat16
+    tensors = {k: np.ascontiguousarray(v.astype(np_dtype)) for k, v in tensors.items()}
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    config = dict(config, torch_dtype=str(jnp.dtype(dtype)), dtype=str(jnp.dtype(dtype)))
+    with open(path / "config.json", "w") as f:
+        json.dump(config, f, indent=2)
+
+
+def export_llava(cfg: LlavaConfig, params: dict, path: str | os.PathLike, *, dtype="float32") -> Path:
+    """Writes a directory that `transformers.LlavaForConditionalGeneration.from_pretrained` loads.
+
+    A linear projector is written as `linear_1 = W`, `projector_hidden_act = "linear"`, `linear_2 = I`.
+    If the image token id is outside the vocabulary, the embedding and LM head get zero rows up to it
+    (logits of the real vocabulary are unchanged).
+    """
+    path = Path(path)
+    vocab_pad = max(0, cfg.image_token_id + 1 - cfg.text.vocab_size)
+    tensors = {}
+    tensors.update(_clip_tensors(params["vision"], cfg.vision, "model.vision_tower."))
+    tensors.update(_llama_tensors(params["llm"], cfg.text, "model.language_model.", "lm_head.weight", vocab_pad))
+    p = params["projector"]
+    pp = "model.multi_modal_projector."
+    d = cfg.text.hidden_size
+    if cfg.projector == "linear":
+        tensors[pp + "linear_1.weight"] = _np32(p["w"]).T
+        tensors[pp + "linear_1.bias"] = _np32(p["b"])
+        tensors[pp + "linear_2.weight"] = np.eye(d, dtype=np.float32)
+        tensors[pp + "linear_2.bias"] = np.zeros((d,), np.float32)
+        act = "linear"
+    else:
+        for i, fc in ((1, "fc1"), (2, "fc2")):
+            tensors[pp + f"linear_{i}.weight"] = _np32(p[fc]["w"]).T
+            tensors[pp + f"linear_{i}.bias"] = _np32(p[fc]["b"])
+        act = "gelu"
+    config = {
+        "model_type": "llava", "architectures": ["LlavaForConditionalGeneration"],
+        "vision_config": hf_vision_config(cfg.vision),
+        "text_config": hf_text_config(cfg.text, cfg.text.vocab_size + vocab_pad),
+        "image_token_index": cfg.image_token_id, "image_seq_length": cfg.num_image_tokens,
+        "projector_hidden_act": act, "vision_feature_select_strategy": "default",
+        "vision_feature_layer": cfg.vision_feature_layer, "multimodal_projector_bias": True,
+        "tie_word_embeddings": False,
+    }
+    _save(tensors, config, path, dtype)
+    return path
+
+
+def export_llama(cfg: TextConfig, params: dict, path: str | os.PathLike, *, dtype="float32") -> Path:
+    path = Path(path)
+    _save(_llama_tensors(params, cfg, "model.", "lm_head.weight"), hf_text_config(cfg), path, dtype)
+    return path
+
+
+def export_clip(cfg: VisionConfig, params: dict, path: str | os.PathLike, *, dtype="float32") -> Path:
+    path = Path(path)
+    config = dict(hf_vision_config(cfg), architectures=["CLIPVisionModel"])
+    _save(_clip_tensors(params, cfg, "vision_model."), config, path, dtype)
+    return path
+
+
+def is_llava_dir(path: str | os.PathLike) -> bool:
+    cfg = Path(path) / "config.json"
+    if not cfg.exists():
+        return False
+    with open(cfg) as f:
+        return "vision_config" in json.load(f)
+

@@ -1,0 +1,147 @@
+"""LLaMA-style decoder (RMSNorm, rotate-half RoPE, SwiGLU, grouped-query attention) as pure functions.
+
+Layers are stacked on a leading `layers` axis and run under `lax.scan`. An optional KV cache
+`{"k", "v"}: [layers, batch, cache_len, kv_heads, head_dim]` turns the same code into the prefill and
+decode steps of the sampler.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fact_rlhf_jax.models import layers as L
+from fact_rlhf_jax.models.config import TextConfig
+from fact_rlhf_jax.models.params import ParamSpec, normal, ones
+
+INIT = normal(0.02)
+
+# Projections LoRA can adapt, with the number of leading input dims of each weight (after `layers`).
+PROJECTIONS = {"q": 1, "k": 1, "v": 1, "o": 2, "gate": 1, "up": 1, "down": 1}
+
+
+def specs(cfg: TextConfig) -> dict[str, Any]:
+    d, f, n, v = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.vocab_size
+    h, kvh, hd = cfg.num_heads, cfg.num_kv_heads, cfg.dim_per_head
+    return {
+        "embed": ParamSpec((v, d), ("vocab", "embed"), INIT),
+        "layers": {
+            "attn_norm": ParamSpec((n, d), ("layers", "embed"), ones),
+            "attn": {
+                "q": ParamSpec((n, d, h, hd), ("layers", "embed", "heads", "head_dim"), INIT),
+                "k": ParamSpec((n, d, kvh, hd), ("layers", "embed", "kv_heads", "head_dim"), INIT),
+                "v": ParamSpec((n, d, kvh, hd), ("layers", "embed", "kv_heads", "head_dim"), INIT),
+                "o": ParamSpec((n, h, hd, d), ("layers", "heads", "head_dim", "embed"), INIT),
+            },
+            "mlp_norm": ParamSpec((n, d), ("layers", "embed"), ones),
+            "mlp": {
+                "gate": ParamSpec((n, d, f), ("layers", "embed", "mlp"), INIT),
+                "up": ParamSpec((n, d, f), ("layers", "embed", "mlp"), INIT),
+                "down": ParamSpec((n, f, d), ("layers", "mlp", "embed"), INIT),
+            },
+        },
+        "norm": ParamSpec((d,), ("embed",), ones),
+        "lm_head": ParamSpec((d, v), ("embed", "vocab"), INIT),
+    }
+
+
+class KVCache(NamedTuple):
+    k: jax.Array  # [layers, batch, cache_len, kv_heads, head_dim]
+    v: jax.Array
+
+
+def init_cache(cfg: TextConfig, batch: int, length: int, dtype) -> KVCache:
+    shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.dim_per_head)
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+def embed_tokens(params: dict, input_ids: jax.Array, dtype) -> jax.Array:
+    """input_ids [B, T] -> [B, T, D]. Ids outside the vocab (image placeholders) embed as id 0."""
+    vocab = params["embed"].shape[0]
+    ids = jnp.where((input_ids >= 0) & (input_ids < vocab), input_ids, 0)
+    return jnp.take(params["embed"], ids, axis=0).astype(dtype)
+
+
+def _layer(cfg: TextConfig, x, positions_cos_sin, mask, p, lora, lora_scale, cache_kv, cache_index, impl):
+    cos, sin = positions_cos_sin
+    a = p["attn"]
+    la = (lora or {}).get("attn", {})
+    lm = (lora or {}).get("mlp", {})
+    h = L.rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
+    q = L.apply_rope(L.dense(h, a["q"], lora=la.get("q"), lora_scale=lora_scale), cos, sin)
+    k = L.apply_rope(L.dense(h, a["k"], lora=la.get("k"), lora_scale=lora_scale), cos, sin)
+    v = L.dense(h, a["v"], lora=la.get("v"), lora_scale=lora_scale)
+    q = L.constrain(q, ("batch", None, "heads", "head_dim"))
+    if cache_kv is not None:
+        ck, cv = cache_kv
+        ck = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1)
+        cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
+        k, v, new_cache = ck.astype(q.dtype), cv.astype(q.dtype), (ck, cv)
+    else:
+        new_cache = None
+    attn = L.attention(q, k, v, mask, impl=impl)
+    x = x + L.dense(attn, a["o"], n_in=2, lora=la.get("o"), lora_scale=lora_scale)
+    x = L.constrain(x, ("batch", None, "embed"))
+    h = L.rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
+    m = p["mlp"]
+    gate = L.dense(h, m["gate"], lora=lm.get("gate"), lora_scale=lora_scale)
+    up = L.dense(h, m["up"], lora=lm.get("up"), lora_scale=lora_scale)
+    inner = L.constrain(jax.nn.silu(gate) * up, ("batch", None, "mlp"))
+    x = x + L.dense(inner, m["down"], lora=lm.get("down"), lora_scale=lora_scale)
+    return L.constrain(x, ("batch", None, "embed")), new_cache
+
+
+def decode(params: dict, cfg: TextConfig, x: jax.Array, positions: jax.Array, mask: jax.Array, *,
+           lora: dict | None = None, lora_scale: float = 1.0, cache: KVCache | None = None,
+           cache_index: jax.Array | int = 0, remat: str = "none", attention_impl: str = "xla"):
+    """Runs the decoder stack on embeddings.
+
+    x [B, T, D]; positions [B, T] (RoPE positions); mask bool [B, T, S] (True = may attend), where S = T
+    without a cache and S = cache_len with one (the new keys are written at `cache_index` first).
+    Returns (hidden [B, T, D] after the final norm, updated cache or None).
+    """
+    cos_sin = L.rope_cos_sin(positions, cfg.dim_per_head, cfg.rope_theta)
+    layer_lora = None if lora is None else lora.get("layers")
+
+    def step(h, xs):
+        p, lp, ckv = xs
+        h, new = _layer(cfg, h, cos_sin, mask, p, lp, lora_scale, ckv, cache_index, attention_impl)
+        return h, new
+
+    step = L.maybe_remat(step, remat)
+    cache_xs = None if cache is None else (cache.k, cache.v)
+    h, new_cache = jax.lax.scan(step, x, (params["layers"], layer_lora, cache_xs))
+    h = L.rms_norm(h, params["norm"], cfg.rms_norm_eps)
+    return h, (None if cache is None else KVCache(*new_cache))
+
+
+def lm_logits(params: dict, hidden: jax.Array) -> jax.Array:
+    """hidden [B, T, D] -> float32 logits [B, T, V] (accumulated in float32 whatever the compute dtype)."""
+    w = params["lm_head"].astype(hidden.dtype)
+    logits = jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
+    return L.constrain(logits, ("batch", None, "vocab"))
+
+
+def causal_mask(attention_mask: jax.Array) -> jax.Array:
+    """attention_mask [B, T] (1 = real) -> bool [B, T, T]: causal and no padded keys."""
+    t = attention_mask.shape[1]
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    return causal[None] & (attention_mask[:, None, :] > 0)
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+    """Pad-aware positions: the first real token is 0 whatever the padding side. [B, T] int32."""
+    return jnp.maximum(jnp.cumsum(attention_mask, axis=1) - 1, 0).astype(jnp.int32)
+
+
+def forward(params: dict, cfg: TextConfig, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
+            lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32, remat: str = "none"):
+    """Text-only forward: input_ids [B, T] -> (logits [B, T, V] float32, hidden [B, T, D])."""
+    if attention_mask is None:
+        attention_mask = jnp.ones_like(input_ids)
+    x = embed_tokens(params, input_ids, dtype)
+    hidden, _ = decode(params, cfg, x, positions_from_mask(attention_mask), causal_mask(attention_mask),
+                       lora=lora, lora_scale=lora_scale, remat=remat)
+    return lm_logits(params, hidden), hidden

@@ -72,3 +72,98 @@ def chair(mentioned: Sequence[Iterable[str]], present: Sequence[Iterable[str]]) 
         "hallucinated_mentions": n_hallucinated,
         "n": n,
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# MMHal-Bench
+
+MMHAL_QUESTION_TYPES = (
+    "attribute", "adversarial", "comparison", "counting", "relation", "environment", "holistic", "other",
+)
+
+
+def parse_mmhal_rating(judge_text: str) -> int | None:
+    """The reference's rule: look for the substrings `rating: 0` ... `rating: 6` in the lower-cased text;
+    exactly one distinct value found -> that value, otherwise None (the reference then scores 0)."""
+    lowered = judge_text.lower()
+    found = [s for s in range(7) if f"rating: {s}" in lowered]
+    return found[0] if len(found) == 1 else None
+
+
+def mmhal_summary(ratings: Sequence[int | None], question_types: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Score (mean rating, 0-6) and hallucination rate (share of ratings < 3) per question type and overall.
+
+    A rating of None (judge output without exactly one `rating: N`) counts as 0, as in the reference,
+    and is counted in `unparsed`.
+    """
+    if len(ratings) != len(question_types):
+        raise ValueError(f"{len(ratings)} ratings but {len(question_types)} question types")
+
+    def summarize(rs: list[int | None]) -> dict[str, float]:
+        values = [0 if r is None else r for r in rs]
+        n = len(values)
+        return {
+            "score": sum(values) / n if n else 0.0,
+            "hallucination_rate": sum(1 for v in values if v < 3) / n if n else 0.0,
+            "n": n,
+            "unparsed": sum(1 for r in rs if r is None),
+        }
+
+    groups: dict[str, list[int | None]] = {}
+    for r, t in zip(ratings, question_types):
+        groups.setdefault(t, []).append(r)
+    known = [t for t in MMHAL_QUESTION_TYPES if t in groups]
+    others = sorted(t for t in groups if t not in MMHAL_QUESTION_TYPES)
+    out = {t: summarize(groups[t]) for t in known + others}
+    out["overall"] = summarize(list(ratings))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# LLaVA-Bench (relative score against a reference answer)
+
+
+def parse_pair_scores(judge_text: str) -> tuple[float, float] | None:
+    """Two scores on the first line of a pairwise review (`"8 7"` or `"8, 7"`); None if that line does not
+    hold exactly two numbers."""
+    lines = judge_text.strip().split("\n")
+    first = lines[0].replace(",", " ").split() if lines else []
+    if len(first) != 2:
+        return None
+    try:
+        return float(first[0]), float(first[1])
+    except ValueError:
+        return None
+
+
+def relative_scores(
+    pairs: Sequence[tuple[float, float] | None], categories: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """LLaVA-Bench summary per category and overall ("all").
+
+    pairs[i] = (reference answer score, model answer score) on 1-10, or None when the review could not be
+    parsed (left out of the means and counted in `unparsed`).
+      relative     = 100 * mean(model) / mean(reference)
+      reference / model = 10 * mean score (the 0-100 scale the LLaVA papers print next to the ratio)
+    """
+    if len(pairs) != len(categories):
+        raise ValueError(f"{len(pairs)} reviews but {len(categories)} categories")
+
+    def summarize(ps: list[tuple[float, float] | None]) -> dict[str, float]:
+        good = [p for p in ps if p is not None]
+        ref = sum(p[0] for p in good) / len(good) if good else 0.0
+        mod = sum(p[1] for p in good) / len(good) if good else 0.0
+        return {
+            "relative": 100.0 * mod / ref if ref else 0.0,
+            "reference": 10.0 * ref,
+            "model": 10.0 * mod,
+            "n": len(good),
+            "unparsed": len(ps) - len(good),
+        }
+
+    groups: dict[str, list[tuple[float, float] | None]] = {}
+    for p, c in zip(pairs, categories):
+        groups.setdefault(c, []).append(p)
+    out = {c: summarize(groups[c]) for c in sorted(groups)}
+    out["all"] = summarize(list(pairs))
+    return out

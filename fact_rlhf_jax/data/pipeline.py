@@ -1,0 +1,367 @@
+"""The SFT input pipeline on grain: mixture -> shuffle -> repeat -> host shard -> prepare -> batch.
+
+```python
+loader = build_sft_loader(sources, tokenizer, image_token_id=..., num_image_tokens=..., image_size=336,
+                          max_length=2048, global_batch_size=128, seed=0)
+it = iter(loader)
+batch = next(it)          # this host's share: dict of numpy arrays (keys below)
+state = it.get_state()    # JSON-serialisable; it.set_state(state) resumes exactly
+loader.bad_records        # {"missing_image": 3, ...}
+```
+
+Batch (host-local, B = global_batch_size // process_count):
+  input_ids int32 [B, T], attention_mask int32 [B, T], labels int32 [B, T] (-100 ignored),
+  pixel_values float32 [B, 3, image_size, image_size] (zeros without an image).
+T is the smallest length bucket that holds the longest example of the batch.
+
+Host sharding: the shuffled global stream is split round-robin, host p taking positions
+p, p+P, ...; so host p's k-th batch plus the other hosts' k-th batches are exactly global
+positions [k*B_global, (k+1)*B_global) of the stream (before bad records are skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from fact_rlhf_jax.data import conversation, errors, sources as sources_lib
+from fact_rlhf_jax.data import image as image_lib
+
+log = logging.getLogger(__name__)
+
+BAD_RECORDS_KEY = "__bad_records__"  # per-batch side channel, removed before the batch is returned
+_MAX_EXAMPLES_PER_REASON = 20
+
+
+def default_buckets(max_length: int, smallest: int = 64) -> tuple[int, ...]:
+    """Powers of two from `smallest` below `max_length`, plus `max_length` itself."""
+    out = []
+    b = smallest
+    while b < max_length:
+        out.append(b)
+        b *= 2
+    out.append(max_length)
+    return tuple(out)
+
+
+def bucket_length(length: int, buckets: Sequence[int]) -> int:
+    for b in sorted(buckets):
+        if b >= length:
+            return int(b)
+    raise ValueError(f"length {length} exceeds the largest bucket {max(buckets)}")
+
+
+def pad_to(x: np.ndarray, length: int, value: int, pad_side: str) -> np.ndarray:
+    """Pads the last axis of [.., T] to `length` on the left or right."""
+    extra = length - x.shape[-1]
+    if extra < 0:
+        raise ValueError(f"cannot pad length {x.shape[-1]} down to {length}")
+    width = [(0, 0)] * (x.ndim - 1) + [(extra, 0) if pad_side == "left" else (0, extra)]
+    return np.pad(x, width, constant_values=value)
+
+
+def collate(examples: Sequence[dict], *, length: int, pad_id: int, pad_side: str) -> dict[str, np.ndarray]:
+    """Stacks prepared examples into a batch padded to `length` (see module docstring for keys)."""
+    def stack(key, value):
+        return np.stack([pad_to(e[key], length, value, pad_side) for e in examples]).astype(np.int32)
+
+    return {
+        "input_ids": stack("input_ids", pad_id),
+        "attention_mask": np.stack(
+            [pad_to(np.ones_like(e["input_ids"]), length, 0, pad_side) for e in examples]
+        ).astype(np.int32),
+        "labels": stack("labels", conversation.IGNORE_INDEX),
+        "pixel_values": np.stack([e["pixel_values"] for e in examples]).astype(np.float32),
+    }
+
+
+class _Bad:
+    """A skipped record flowing through the pipeline so the batcher can count it."""
+
+    __slots__ = ("reason", "message")
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        self.message = message
+
+
+class PrepareExample:
+    """(source, index) -> prepared example dict, or `_Bad` (or raises, when strict)."""
+
+    def __init__(self, sources, tokenizer, *, template, image_token_id, num_image_tokens, image_size,
+                 max_length, strict, pad_to_square=True):
+        self.sources = sources
+        self.tokenizer = tokenizer
+        self.template = conversation.get_template(template)
+        self.image_token_id = int(image_token_id)
+        self.num_image_tokens = int(num_image_tokens)
+        self.image_size = int(image_size)
+        self.max_length = int(max_length)
+        self.strict = strict
+        self.pad_to_square = pad_to_square
+
+    def prepare(self, s: int, i: int) -> dict[str, np.ndarray]:
+        src = self.sources[s]
+        rid = None
+        try:
+            rec = src.record(i)
+            rid = src.record_id(i, rec)
+            has_image = src.has_image(rec)
+            tok = conversation.tokenize_conversations(
+                rec.get("conversations"), self.tokenizer, has_image=has_image, template=self.template,
+                image_token_id=self.image_token_id, num_image_tokens=self.num_image_tokens,
+                max_length=self.max_length)
+            if has_image:
+                pixels = image_lib.preprocess(src.load_image(rec), self.image_size, pad_to_square=self.pad_to_square)
+            else:
+                pixels = image_lib.zeros(self.image_size)
+        except errors.BadRecordError as e:
+            raise e.with_context(src.path, rid) from None
+        return {"input_ids": tok.input_ids, "labels": tok.labels, "pixel_values": pixels}
+
+    def __call__(self, row) -> dict | _Bad:
+        s, i = int(row[0]), int(row[1])
+        try:
+            return self.prepare(s, i)
+        except errors.BadRecordError as e:
+            if self.strict:
+                raise
+            return _Bad(e.reason, str(e))
+
+
+class _SkipBadAndBatchIterator(grain.DatasetIterator):
+    """Pulls prepared examples, counts and skips `_Bad` ones, emits padded batches.
+
+    State = parent state + the running bad-record counts, so a resumed iterator reports
+    the same totals. Each batch carries the running counts under BAD_RECORDS_KEY.
+    """
+
+    def __init__(self, parent, batch_size, buckets, pad_id, pad_side):
+        super().__init__(parent)
+        self._batch_size = batch_size
+        self._buckets = buckets
+        self._pad_id = pad_id
+        self._pad_side = pad_side
+        self._counts: dict[str, int] = {}
+        self._examples: dict[str, list[str]] = {}
+
+    def __next__(self):
+        good = []
+        while len(good) < self._batch_size:
+            ex = next(self._parent)  # StopIteration ends the stream; a partial batch is dropped
+            if isinstance(ex, _Bad):
+                self._counts[ex.reason] = self._counts.get(ex.reason, 0) + 1
+                kept = self._examples.setdefault(ex.reason, [])
+                if len(kept) < _MAX_EXAMPLES_PER_REASON:
+                    kept.append(ex.message)
+                continue
+            good.append(ex)
+        longest = max(len(e["input_ids"]) for e in good)
+        batch = collate(good, length=bucket_length(longest, self._buckets), pad_id=self._pad_id,
+                        pad_side=self._pad_side)
+        batch[BAD_RECORDS_KEY] = {"counts": dict(self._counts),
+                                  "examples": {k: list(v) for k, v in self._examples.items()}}
+        return batch
+
+    def get_state(self):
+        return {"parent": self._parent.get_state(), "bad_records": dict(self._counts),
+                "bad_examples": {k: list(v) for k, v in self._examples.items()}}
+
+    def set_state(self, state):
+        self._parent.set_state(state["parent"])
+        self._counts = {k: int(v) for k, v in state.get("bad_records", {}).items()}
+        self._examples = {k: list(v) for k, v in state.get("bad_examples", {}).items()}
+
+
+class _SkipBadAndBatch(grain.IterDataset):
+    def __init__(self, parent, batch_size, buckets, pad_id, pad_side):
+        super().__init__(parent)
+        self._args = (batch_size, buckets, pad_id, pad_side)
+
+    def __iter__(self):
+        return _SkipBadAndBatchIterator(self._parent.__iter__(), *self._args)
+
+
+class SFTIterator(grain.DatasetIterator):
+    """Iterator over host-local batches; `get_state()`/`set_state()` are JSON-friendly dicts."""
+
+    def __init__(self, loader: "SFTLoader", parent):
+        super().__init__(parent)
+        self._loader = loader
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = next(self._parent)
+        self._loader._record_bad(batch.pop(BAD_RECORDS_KEY))
+        return batch
+
+    def get_state(self):
+        return self._parent.get_state()
+
+    def set_state(self, state):
+        self._parent.set_state(state)
+        self._loader._record_bad({"counts": state.get("bad_records", {}), "examples": state.get("bad_examples", {})},
+                                 quiet=True)
+
+
+class SFTLoader:
+    """Iterable of host-local SFT batches; see `build_sft_loader`."""
+
+    def __init__(self, dataset: grain.IterDataset, *, source_paths, global_batch_size, local_batch_size,
+                 max_length, buckets, pad_id, pad_side, strict, num_records):
+        self._dataset = dataset
+        self.source_paths = list(source_paths)
+        self.global_batch_size = global_batch_size
+        self.local_batch_size = local_batch_size
+        self.max_length = max_length
+        self.buckets = tuple(buckets)
+        self.pad_id = pad_id
+        self.pad_side = pad_side
+        self.strict = strict
+        self.num_records = num_records  # rows of one mixture epoch (all hosts together)
+        self.bad_records: dict[str, int] = {}
+        self.bad_examples: dict[str, list[str]] = {}
+
+    def __iter__(self) -> SFTIterator:
+        self.bad_records, self.bad_examples = {}, {}
+        return SFTIterator(self, self._dataset.__iter__())
+
+    def _record_bad(self, info: dict, quiet: bool = False) -> None:
+        counts = {k: int(v) for k, v in info.get("counts", {}).items()}
+        if not quiet:
+            for reason, n in counts.items():
+                before = self.bad_records.get(reason, 0)
+                if n > before and _crossed_power_of_ten(before, n):
+                    example = (info.get("examples", {}).get(reason) or ["?"])[-1]
+                    log.warning("skipped %d bad record(s) so far for reason %r; latest: %s", n, reason, example)
+        self.bad_records = counts
+        self.bad_examples = {k: list(v) for k, v in info.get("examples", {}).items()}
+
+
+def _crossed_power_of_ten(before: int, after: int) -> bool:
+    """True on the 1st, 10th, 100th, ... occurrence (keeps the log short)."""
+    p = 1
+    while p <= after:
+        if before < p <= after:
+            return True
+        p *= 10
+    return False
+
+
+def build_sft_loader(
+    sources,
+    tokenizer,
+    *,
+    image_token_id: int,
+    num_image_tokens: int,
+    image_size: int,
+    template: str = "vicuna_v1",
+    max_length: int,
+    global_batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    strict: bool = False,
+    process_index: int = 0,
+    process_count: int = 1,
+    pad_side: str = "right",
+    length_buckets: Sequence[int] | None = None,
+    pad_id: int | None = None,
+    pad_to_square: bool = True,
+    read_threads: int = 8,
+) -> SFTLoader:
+    """Builds the SFT loader over a weighted mixture of LLaVA sources.
+
+    Args:
+      sources: list of (path, image_folder, weight) / dicts / `SourceSpec`s; path is a LLaVA
+        .json/.jsonl file or a prepared tfds array_record dir (see `tfds_builder`).
+      tokenizer: any LLaMA-layout transformers tokenizer (BOS and EOS defined).
+      image_token_id, num_image_tokens: from the model config; the image block is the id
+        repeated `num_image_tokens` times.
+      image_size: CLIP crop size (224 / 336).
+      max_length: maximum expanded length (image block included).
+      global_batch_size: rows per global batch; each host gets global_batch_size // process_count.
+      num_epochs: None repeats forever; otherwise the last incomplete batch is dropped.
+      strict: raise `BadRecordError` on the first unusable record instead of skipping it.
+      pad_side: "right" (SFT) or "left".
+      length_buckets: allowed padded lengths; None -> `default_buckets(max_length)`;
+        an empty list -> always pad to max_length.
+      pad_id: defaults to the tokenizer's pad id, else its unk id, else 0.
+      read_threads: threads preparing examples ahead (0 = prepare on demand).
+    """
+    if pad_side not in ("left", "right"):
+        raise ValueError(f"pad_side must be 'left' or 'right', got {pad_side!r}")
+    if global_batch_size % process_count:
+        raise ValueError(f"global_batch_size {global_batch_size} is not divisible by process_count {process_count}")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} outside [0, {process_count})")
+    conversation.get_template(template)
+    specs = sources_lib.parse_sources(sources)
+    opened = [sources_lib.open_source(s) for s in specs]
+    rows = sources_lib.mixture_index([len(s) for s in opened], [s.weight for s in specs], seed)
+    if length_buckets is None:
+        buckets = default_buckets(max_length)
+    else:
+        buckets = tuple(sorted({int(b) for b in length_buckets if int(b) <= max_length} | {int(max_length)}))
+    if pad_id is None:
+        pad_id = next((int(v) for v in (getattr(tokenizer, "pad_token_id", None),
+                                        getattr(tokenizer, "unk_token_id", None)) if v is not None), 0)
+
+    ds = grain.MapDataset.source(rows)
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    ds = ds.repeat(num_epochs)
+    if process_count > 1:
+        ds = ds[process_index::process_count]
+    ds = ds.map(PrepareExample(opened, tokenizer, template=template, image_token_id=image_token_id,
+                               num_image_tokens=num_image_tokens, image_size=image_size,
+                               max_length=max_length, strict=strict, pad_to_square=pad_to_square))
+    local_batch = global_batch_size // process_count
+    read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=max(2 * local_batch, 16))
+    it_ds = _SkipBadAndBatch(ds.to_iter_dataset(read), local_batch, buckets, pad_id, pad_side)
+    return SFTLoader(it_ds, source_paths=[s.path for s in specs], global_batch_size=global_batch_size,
+                     local_batch_size=local_batch, max_length=max_length, buckets=buckets, pad_id=pad_id,
+                     pad_side=pad_side, strict=strict, num_records=len(rows))
+
+
+def to_global(batch: dict[str, np.ndarray], mesh, *, pad_side: str = "right", pad_id: int = 0):
+    """Host-local numpy batch -> global `jax.Array`s, leading dim split over (data, fsdp).
+
+    With several hosts, first pads every host's batch to the longest T among hosts (hosts may
+    pick different length buckets), so all hosts contribute the same shape.
+    """
+    import jax
+
+    from fact_rlhf_jax import sharding
+
+    if jax.process_count() > 1 and "input_ids" in batch:
+        from jax.experimental import multihost_utils
+
+        t = int(np.max(multihost_utils.process_allgather(np.int32(batch["input_ids"].shape[1]))))
+        fill = {"input_ids": pad_id, "attention_mask": 0, "labels": conversation.IGNORE_INDEX}
+        batch = {k: pad_to(v, t, fill[k], pad_side) if k in fill else v for k, v in batch.items()}
+    return sharding.host_local_to_global(batch, mesh)
+
+
+def write_bad_record_report(loader: SFTLoader, workdir: str, filename: str = "bad_records.json") -> str:
+    """Writes `{workdir}/bad_records.json` (counts by reason + example messages) and logs the counts."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, filename)
+    report = {
+        "counts": dict(sorted(loader.bad_records.items())),
+        "total": int(sum(loader.bad_records.values())),
+        "examples": loader.bad_examples,
+        "sources": loader.source_paths,
+        "strict": loader.strict,
+    }
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    os.replace(tmp, path)
+    log.info("bad records: %s (total %d) -> %s", report["counts"] or "none", report["total"], path)
+    return path

@@ -109,7 +109,7 @@ def make_train_step(
             trainable, frozen = partition(state["params"], mask)
             terms, grads = accumulate_gradients(loss_fn, trainable, frozen, batch, step_rng, grad_accum, mesh)
             grads = jax.tree.map(lambda g: _safe_div(g, terms.weight).astype(g.dtype), grads)
-            grad_norm = optax.global_norm(grads)
+            grad_norm = optax.tree.norm(grads)
             updates, opt_state = optimizer.update(grads, state["opt_state"], trainable)
             trainable = optax.apply_updates(trainable, updates)
             new_state = {

@@ -164,6 +164,21 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
+def _encode_reply(tokenizer, prompt_text: str, reply: str) -> list[int]:
+    """Reply ids as they come out of tokenising `prompt_text + " " + reply` in one go.
+
+    For ordinary replies that is just the dummy-prefixed reply ("▁" stands for the space).
+    A reply that itself starts with whitespace would make the tokenizer merge that run of
+    spaces differently, so it is tokenised with its prompt and the prompt's ids removed.
+    """
+    if reply[:1].isspace() and reply[:1] != "\n":
+        prompt_ids = _encode(tokenizer, prompt_text)
+        joined = _encode(tokenizer, prompt_text + " " + reply)
+        if joined[: len(prompt_ids)] == prompt_ids:
+            return joined[len(prompt_ids):]
+    return _encode(tokenizer, reply)
+
+
 def _special_id(tokenizer, name: str) -> int:
     value = getattr(tokenizer, f"{name}_token_id", None)
     if value is None:
@@ -224,8 +239,11 @@ def tokenize_pairs(
     ids: list[int] = [_special_id(tokenizer, "bos")]
     labels: list[int] = [IGNORE_INDEX]
     image_span = None
+    last_text = ""
     for kind, text, supervised in _pieces(t, pairs):
-        if kind == "image":
+        if kind == "text" and supervised and t.style == "two":
+            piece = _encode_reply(tokenizer, last_text, text)
+        elif kind == "image":
             image_span = (len(ids), len(ids) + num_image_tokens)
             piece = [int(image_token_id)] * num_image_tokens
             supervised = False
@@ -233,6 +251,7 @@ def tokenize_pairs(
             piece = [_special_id(tokenizer, "eos")]
         else:
             piece = _encode(tokenizer, text)
+            last_text = text
         ids.extend(piece)
         labels.extend(piece if supervised else [IGNORE_INDEX] * len(piece))
 

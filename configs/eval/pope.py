@@ -1,6 +1,7 @@
-"""Evaluation config: POPE (object-existence yes/no questions). See docs/eval.md.
+"""POPE (object-existence yes/no questions). See docs/eval.md.
 
-Run: fact-rlhf eval pope --config configs/eval/pope.py [--config.KEY=VALUE ...]
+fact-rlhf eval pope --config configs/eval/pope.py --questions coco_pope_random.jsonl --checkpoint CKPT \
+    --image-dir val2014/ [--config.temperature=0.0]
 """
 
 import ml_collections
@@ -8,10 +9,12 @@ import ml_collections
 
 def get_config(arg=None):
     del arg
-    return ml_collections.ConfigDict({'checkpoint': '',
- 'image_dir': '',
- 'batch_size': 16,
- 'max_new_tokens': 64,
- 'temperature': 0.2,
- 'conv_mode': 'llava_v1',
- 'prompt_suffix': '\nAnswer the question using a single word or phrase.'})
+    c = ml_collections.ConfigDict()
+    c.checkpoint = ""  # or --checkpoint
+    c.image_dir = ""  # or --image-dir
+    c.batch_size = 16  # a multiple of the mesh's data-parallel size
+    c.max_new_tokens = 64  # the reference's short_eval
+    c.temperature = 0.2  # the reference samples at 0.2 (model_vqa default); 0 = greedy
+    c.conv_mode = "llava_v1"
+    c.prompt_suffix = "\nAnswer the question using a single word or phrase."
+    return c

@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+from fact_rlhf_jax.config import ConfigError
 from fact_rlhf_jax.eval import chair_eval, generation, llava_bench, mmhal, pope
 from fact_rlhf_jax.eval.config import add_config_arguments, config_from_args
 from fact_rlhf_jax.eval.judge import ChatJudge, JudgeFatalError, JudgeSettings, load_template
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         args.out_dir = os.path.join("eval_results", args.benchmark.replace("-", "_"))
     try:
         return handlers[args.benchmark](args)
-    except (EvalDataError, JudgeFatalError) as e:
+    except (EvalDataError, JudgeFatalError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

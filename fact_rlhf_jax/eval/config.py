@@ -1,18 +1,18 @@
 """Evaluation configs: defaults per benchmark, `--config path[:arg]` files and `--config.a.b=value` overrides.
 
-`configs/eval/<benchmark>.py` files hold the same keys as `default_config(<benchmark>)` (a test keeps them in
-step); the CLI registers one `--config.<key>` flag per default key so overrides are type-checked.
+`configs/eval/<benchmark>.py` files hold the same values as `default_config(<benchmark>)` (a test keeps them in
+step). Config files and overrides go through the project's loader, `fact_rlhf_jax.config`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 from typing import Any
 
 import ml_collections
+
+from fact_rlhf_jax import config as shared_config
 
 POPE_SUFFIX = "\nAnswer the question using a single word or phrase."
 
@@ -96,58 +96,24 @@ def flat_items(cfg: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
-def _parser_for(value: Any):
-    if isinstance(value, bool):
-        def parse_bool(s: str) -> bool:
-            if s.lower() in ("1", "true", "yes"):
-                return True
-            if s.lower() in ("0", "false", "no"):
-                return False
-            raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
-        return parse_bool
-    if isinstance(value, int):
-        return int
-    if isinstance(value, float):
-        return float
-    if isinstance(value, (list, tuple)):
-        return json.loads
-    return str
-
-
 def add_config_arguments(parser: argparse.ArgumentParser, benchmark: str) -> None:
+    """`--config PATH[:ARG]` plus one `--config.<key>` flag per default key (argparse needs to know them);
+    values are parsed by `fact_rlhf_jax.config` to the type of the field they replace."""
     parser.add_argument(
         "--config", default=None, metavar="PATH[:ARG]",
         help=f"config file with get_config(arg) (default: built-in, same as configs/eval/{benchmark}.py)",
     )
     for path, value in flat_items(default_config(benchmark)):
         parser.add_argument(
-            f"--config.{path}", dest=f"cfg__{path}", type=_parser_for(value), default=argparse.SUPPRESS,
+            f"--config.{path}", dest=f"cfg__{path}", default=argparse.SUPPRESS, action="append",
             metavar=type(value).__name__.upper(), help=f"override config.{path} (default {value!r})",
         )
 
 
-def load_config(spec: str | None, benchmark: str) -> ml_collections.ConfigDict:
-    if not spec:
-        return default_config(benchmark)
-    path, _, arg = spec.partition(":")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: config file not found")
-    module_spec = importlib.util.spec_from_file_location("_eval_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"{path}: expected a function get_config(arg=None)")
-    return module.get_config(arg or None)
-
-
 def config_from_args(args: argparse.Namespace, benchmark: str) -> ml_collections.ConfigDict:
-    cfg = load_config(getattr(args, "config", None), benchmark)
-    for name, value in vars(args).items():
-        if not name.startswith("cfg__"):
-            continue
-        node = cfg
-        *parents, leaf = name[len("cfg__"):].split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
+    spec = getattr(args, "config", None)
+    cfg = shared_config.load_config_file(spec) if spec else default_config(benchmark)
+    overrides = [
+        (name[len("cfg__"):], raw) for name, values in vars(args).items() if name.startswith("cfg__") for raw in values
+    ]
+    return shared_config.apply_overrides(cfg, overrides)

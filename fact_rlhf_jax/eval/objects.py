@@ -2,8 +2,8 @@
 
 Used by CHAIR (which objects a description mentions) and the offline MMHal rule judge. The rule:
 lower-case the text, split it into words on anything that is not a letter or digit, singularise each word
-(a fixed irregular table, then `-ies -> -y`, `-ves -> -f`, `-ses/-xes/-ches/-shes -> drop -es`, `-s -> drop`
-except after `s`/`u`/`i`), then scan left to right taking the longest synonym (up to 3 words) that starts at
+(a fixed irregular table, then `-ies -> -y` for words over four letters, `-sses/-xes/-ches/-shes -> drop -es`,
+`-s -> drop` except after `s`/`u`/`i`), then scan left to right taking the longest synonym (up to 3 words) that starts at
 each word. Every match is one mention of its canonical name; matched words are consumed.
 """
 
@@ -22,7 +22,7 @@ _IRREGULAR = {
     "geese": "goose", "feet": "foot", "teeth": "tooth", "knives": "knife", "leaves": "leaf",
     "skis": "skis", "scissors": "scissors", "glasses": "glass", "buses": "bus", "calves": "calf",
     "oxen": "ox", "dice": "die", "loaves": "loaf", "wolves": "wolf", "shelves": "shelf",
-    "benches": "bench", "sandwiches": "sandwich", "boxes": "box", "dresses": "dress",
+    "halves": "half", "scarves": "scarf", "olives": "olive", "gloves": "glove",
     "species": "species", "series": "series", "this": "this", "is": "is", "was": "was", "has": "has",
     "its": "its", "as": "as", "his": "his", "us": "us", "bus": "bus", "glass": "glass", "grass": "grass",
     "tv": "tv", "tvs": "tv", "kiwis": "kiwi", "tomatoes": "tomato", "potatoes": "potato",
@@ -35,11 +35,9 @@ def singular(word: str) -> str:
     """Rough English singular of a lower-case word (see the module docstring for the rule)."""
     if word in _IRREGULAR:
         return _IRREGULAR[word]
-    if len(word) > 3 and word.endswith("ies"):
+    if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("ves"):
-        return word[:-3] + "f"
-    if len(word) > 3 and word.endswith(("ses", "xes", "ches", "shes", "zes")):
+    if len(word) > 4 and word.endswith(("sses", "xes", "ches", "shes")):
         return word[:-2]
     if len(word) > 2 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
         return word[:-1]

@@ -196,7 +196,14 @@ class SFTIterator(grain.DatasetIterator):
         self._loader = loader
 
     def __next__(self) -> dict[str, np.ndarray]:
-        batch = next(self._parent)
+        try:
+            batch = next(self._parent)
+        except StopIteration:
+            # records skipped after the last full batch never ride on a batch: read them here
+            if isinstance(self._parent, _SkipBadAndBatchIterator):
+                state = self._parent.get_state()
+                self._loader._record_bad({"counts": state["bad_records"], "examples": state["bad_examples"]})
+            raise
         self._loader._record_bad(batch.pop(BAD_RECORDS_KEY))
         return batch
 

@@ -192,3 +192,23 @@ def sample_scene(
     background = rng.choice(sorted(BACKGROUNDS))
     noise = rng.choice((8.0, 16.0)) if rng.random() < noise_prob else 0.0
     return Scene(objects=tuple(objects), background=background, noise=noise)
+
+
+def load_scenes(path) -> dict[str, Scene]:
+    """Read `scene_graphs.json` (image file name -> scene graph) written by `write_world`."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object mapping image file names to scene graphs")
+    out = {}
+    for image, graph in data.items():
+        try:
+            out[image] = Scene.from_json(graph)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise ValueError(
+                f"{path}, image {image!r}: bad scene graph ({e!r}); expected objects with "
+                "shape, colour, size, cell, jitter and a background and noise"
+            ) from None
+    return out

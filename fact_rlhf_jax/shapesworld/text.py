@@ -258,13 +258,14 @@ def hallucinated_scene(scene: Scene, rng: random.Random, *, extra: int = 1) -> t
     the invented objects."""
     objects = list(scene.objects)
     invented: list[str] = []
+    untouched = list(range(len(objects)))  # real objects not recoloured yet
     for _ in range(extra):
         kinds = [k for k in absent_kinds(scene) if f"{k[0]} {k[1]}" not in invented]
         colour, shape = rng.choice(kinds)
         free = [c for c in sorted(POSITIONS) if c not in {o.cell for o in objects}]
-        if rng.random() < 0.5 or not free:
+        if (rng.random() < 0.5 or not free) and untouched:
             # recolour a real object into an absent kind of the same shape if there is one
-            i = rng.randrange(len(objects))
+            i = untouched.pop(rng.randrange(len(untouched)))
             old = objects[i]
             recolours = [c for c, s in absent_kinds(scene) if s == old.shape and f"{c} {s}" not in invented]
             if recolours:

@@ -98,7 +98,7 @@ def evaluate(stage: Stage, eval_step, params, mesh, config, process_index, proce
             break
         have = next(iter(batch.values())).shape[0]
         batch = pad_rows(batch, -(-have // dp_local) * dp_local, stage)
-        sums = jax.device_get(eval_step(params, shd.host_local_to_global(batch, mesh)))
+        sums = jax.device_get(eval_step(params, stage.to_global(batch, mesh)))
         for name, (s, c) in sums.items():
             acc = totals.setdefault(name, [0.0, 0.0])
             acc[0] += float(s)
@@ -120,16 +120,16 @@ def run_training(config: ml_collections.ConfigDict, workdir: str | Path, stage: 
     host_rows, _ = check_batch_layout(config, mesh, process_count)
 
     # --- stage: model, data, loss -------------------------------------------------------------
-    stage = stage if stage is not None else build_stage(config)
+    stage = stage if stage is not None else build_stage(config, str(workdir))
+    data = stage.train_data(
+        process_index=process_index, process_count=process_count, batch_size=host_rows, seed=int(config.seed)
+    )
     total_steps = resolve_total_steps(config, stage)
     optimizer, schedule = make_optimizer(config.optim, total_steps)
     rng = jax.random.PRNGKey(int(config.seed))
     params_shape = jax.eval_shape(stage.init_params, rng)
     mask = trainable_mask(params_shape, tuple(config.trainable), tuple(config.get("frozen", ()) or ()))
     log.info("%s; %d steps on mesh %s", summary(params_shape, mask), total_steps, dict(mesh.shape))
-    data = stage.train_data(
-        process_index=process_index, process_count=process_count, batch_size=host_rows, seed=int(config.seed)
-    )
 
     # --- state: fresh in its shardings, or restored from the latest checkpoint -----------------
     ckpt = Checkpointer(workdir / "checkpoints", keep=int(config.checkpoint.keep),
@@ -165,7 +165,7 @@ def run_training(config: ml_collections.ConfigDict, workdir: str | Path, stage: 
         while step < total_steps:
             batch = next(data)
             tokens += stage.count_tokens(batch) * process_count
-            global_batch = shd.host_local_to_global(batch, mesh)
+            global_batch = stage.to_global(batch, mesh)
             if train_step is None:
                 batch_sh = jax.tree.map(lambda x: x.sharding, global_batch)
                 train_step = jit_train_step(step_fn, shardings, batch_sh, mesh)

@@ -14,8 +14,8 @@ The step differentiates `total`, sums totals, weights and gradients over the mic
 of one step and divides by the summed weight, so the loss is normalised by the units of the
 whole global batch, not averaged over micro-batch means.
 
-To add a stage: write a module with `build_stage(config) -> Stage` and register its
-name in `STAGES` below.
+To add a stage: write a module with `build_stage(config, workdir) -> Stage` and register
+its name in `STAGES` below.
 """
 
 from __future__ import annotations
@@ -97,6 +97,12 @@ class Stage:
 
         return {k: pad(k, v) for k, v in batch.items()}
 
+    def to_global(self, batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+        """Host-local numpy batch -> global arrays on the mesh."""
+        from fact_rlhf_jax.sharding import host_local_to_global
+
+        return host_local_to_global(batch, mesh)
+
     def finish(self, workdir: str, data: Any) -> None:
         """Called on process 0 after training (e.g. write a bad-record report)."""
 
@@ -107,8 +113,8 @@ STAGES: dict[str, str] = {
 }
 
 
-def build_stage(config) -> Stage:
-    """`config.stage` is a registered name or a dotted module path defining `build_stage(config)`."""
+def build_stage(config, workdir: str) -> Stage:
+    """`config.stage` is a registered name or a dotted module path defining `build_stage(config, workdir)`."""
     name = config.stage
     if name in STAGES:
         module = STAGES[name]
@@ -116,4 +122,4 @@ def build_stage(config) -> Stage:
         module = name
     else:
         raise ValueError(f"config.stage={name!r}: unknown stage; expected one of {sorted(STAGES)} or a module path")
-    return importlib.import_module(module).build_stage(config)
+    return importlib.import_module(module).build_stage(config, workdir)

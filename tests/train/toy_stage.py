@@ -105,7 +105,7 @@ class ToyStage(Stage):
         return iter([toy_batch(10_000, i, batch_size, process_index) for i in range(2)])
 
 
-def build_stage(config):
+def build_stage(config, workdir):
     return ToyStage(config)
 
 

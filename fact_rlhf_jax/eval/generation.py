@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -111,7 +112,7 @@ def answer_prompts(
 
 def _process_index() -> int:
     """Only process 0 writes files; every process runs the same batches (the answerer is SPMD)."""
-    if "jax" not in __import__("sys").modules:
+    if "jax" not in sys.modules:
         return 0
     import jax
 

@@ -116,14 +116,7 @@ class LlavaJsonSource:
             except json.JSONDecodeError as e:
                 raise errors.BadRecordError(self.path, f"#line{i + 1}", "<record>", errors.BAD_JSON,
                                             f"invalid JSON: {e}") from None
-        if not isinstance(rec, dict):
-            raise errors.BadRecordError(self.path, f"#{i}", "<record>", errors.BAD_JSON,
-                                        f"expected a JSON object, got {type(rec).__name__}")
-        image = rec.get("image")
-        if image is not None and not isinstance(image, str):
-            raise errors.BadRecordError(self.path, self.record_id(i, rec), "image", errors.BAD_JSON,
-                                        f"expected a file name string, got {type(image).__name__}")
-        return rec
+        return validate_record(self.path, i, rec)
 
     def record_id(self, i: int, rec: dict) -> str:
         rid = rec.get("id") if isinstance(rec, dict) else None
@@ -141,22 +134,32 @@ class LlavaJsonSource:
         return image_lib.load_image(self.image_path(rec))
 
 
+def validate_record(path: str, i: int, rec: Any) -> dict:
+    """Checks the record-level shape (a JSON object, "image" a string); conversations are checked later."""
+    if not isinstance(rec, dict):
+        raise errors.BadRecordError(path, f"#{i}", "<record>", errors.BAD_JSON,
+                                    f"expected a JSON object, got {type(rec).__name__}")
+    image = rec.get("image")
+    if image is not None and not isinstance(image, str):
+        rid = rec.get("id")
+        raise errors.BadRecordError(path, str(rid) if rid is not None else f"#{i}", "image", errors.BAD_JSON,
+                                    f"expected a file name string, got {type(image).__name__}")
+    return rec
+
+
 def read_llava_json(path: str, image_folder: str | None = None) -> LlavaJsonSource:
     """Opens a LLaVA JSON (list) or JSONL file; image names resolve against `image_folder`."""
     return LlavaJsonSource(path, image_folder)
 
 
-def is_tfds_dir(path: str) -> bool:
-    """A prepared tfds dataset dir (`dataset_info.json` inside)."""
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "dataset_info.json"))
-
-
 def open_source(spec: SourceSpec):
     """The record source for one spec: a tfds array_record dir, or a LLaVA JSON/JSONL file."""
-    if is_tfds_dir(spec.path):
-        from fact_rlhf_jax.data import tfds_source
+    if os.path.isdir(spec.path):
+        from fact_rlhf_jax.data import tfds_data
 
-        return tfds_source.TfdsSource(spec.path, spec.split)
+        prepared = tfds_data.find_prepared_dir(spec.path)
+        if prepared is not None:
+            return tfds_data.TfdsSource(prepared, spec.split)
     if os.path.isdir(spec.path):
         raise ValueError(f"{spec.path}: a directory without dataset_info.json; expected a LLaVA .json/.jsonl "
                          "file or a prepared tfds dataset dir")

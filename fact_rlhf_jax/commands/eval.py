@@ -101,8 +101,9 @@ def _image_dir(args: argparse.Namespace, cfg: Any) -> str:
     return image_dir
 
 
-def _settings_record(cfg: Any) -> dict[str, Any]:
-    return {k: v for k, v in cfg.to_dict().items() if k not in ("judge",)} | (
+def _settings_record(cfg: Any, mode: str) -> dict[str, Any]:
+    """The config as run (no secrets: only the name of the key's variable is in the config)."""
+    return {"mode": mode} | {k: v for k, v in cfg.to_dict().items() if k not in ("judge",)} | (
         {"judge": {k: v for k, v in cfg.judge.to_dict().items() if k != "api_key_env"}} if "judge" in cfg else {}
     )
 
@@ -160,7 +161,7 @@ def _run_pope(args: argparse.Namespace) -> int:
     if len(per_split) > 1:
         rows["average"] = pope.average(per_split)
     if args.out_dir:
-        table = save_results(args.out_dir, "pope", rows, pope.METRIC_KEYS, "split", settings=_settings_record(cfg))
+        table = save_results(args.out_dir, "pope", rows, pope.METRIC_KEYS, "split", settings=_settings_record(cfg, "score" if args.answers else "generate"))
     else:
         table = markdown_table(rows, pope.METRIC_KEYS, "split")
     print(table)
@@ -198,7 +199,10 @@ def _run_mmhal(args: argparse.Namespace) -> int:
     notes = []
     if rows["overall"]["unparsed"]:
         notes.append(f"{rows['overall']['unparsed']} reviews had no single 'rating: N' and count as 0 (reference rule)")
-    table = save_results(args.out_dir, "mmhal", rows, mmhal.COLUMNS, "question type", settings=_settings_record(cfg), notes=notes)
+    table = save_results(
+        args.out_dir, "mmhal", rows, mmhal.COLUMNS, "question type",
+        settings=_settings_record(cfg, "generate" if args.template else "score"), notes=notes,
+    )
     print(table)
     return 0
 
@@ -225,7 +229,10 @@ def _run_llava_bench(args: argparse.Namespace) -> int:
         return failures
     results = llava_bench.summarize(rows)
     notes = [f"{results['all']['unparsed']} reviews without two scores on the first line are left out"] if results["all"]["unparsed"] else []
-    table = save_results(args.out_dir, "llava_bench", results, llava_bench.COLUMNS, "category", settings=_settings_record(cfg), notes=notes)
+    table = save_results(
+        args.out_dir, "llava_bench", results, llava_bench.COLUMNS, "category",
+        settings=_settings_record(cfg, "score" if args.answers else "generate"), notes=notes,
+    )
     print(table)
     return 0
 
@@ -249,6 +256,9 @@ def _run_chair(args: argparse.Namespace) -> int:
     with open(os.path.join(args.out_dir, "chair_details.jsonl"), "w", encoding="utf-8") as f:
         for row in details:
             f.write(json.dumps(row) + "\n")
-    table = save_results(args.out_dir, "chair", {"all": result}, chair_eval.COLUMNS, "descriptions", settings=_settings_record(cfg))
+    table = save_results(
+        args.out_dir, "chair", {"all": result}, chair_eval.COLUMNS, "descriptions",
+        settings=_settings_record(cfg, "score" if args.descriptions else "generate"),
+    )
     print(table)
     return 0

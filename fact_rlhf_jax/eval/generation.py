@@ -100,9 +100,9 @@ def answer_prompts(
             )
             if len(texts) != len(batch):
                 raise RuntimeError(f"answerer returned {len(texts)} answers for {len(batch)} questions")
-            if is_writer:
-                for p, text in zip(batch, texts):
-                    store.add({store.key_field: p.key, "prompt": p.text, "text": text, "model_id": model_id, **p.extra})
+            for p, text in zip(batch, texts):
+                record = {store.key_field: p.key, "prompt": p.text, "text": text, "model_id": model_id, **p.extra}
+                store.add(record, persist=is_writer)
             done += len(batch)
             bar.update(len(batch))
     finally:
@@ -111,7 +111,8 @@ def answer_prompts(
 
 
 def _process_index() -> int:
-    """Only process 0 writes files; every process runs the same batches (the answerer is SPMD)."""
+    """Only process 0 writes files; every process runs the same batches (the answerer is SPMD), so in a
+    multi-host run --out-dir must be on a filesystem all hosts see, or a rerun would skip different ids."""
     if "jax" not in sys.modules:
         return 0
     import jax

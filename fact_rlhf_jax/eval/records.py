@@ -132,11 +132,13 @@ class JsonlStore:
     def get(self, key: Any) -> dict[str, Any] | None:
         return self.records.get(key)
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: dict[str, Any], *, persist: bool = True) -> None:
+        """Keeps the record; with `persist` (process 0 of a multi-host run) also appends it to the file."""
         key = record[self.key_field]
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        if persist:
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
         self.records[key] = record
 
     def add_many(self, records: Iterable[dict[str, Any]]) -> None:

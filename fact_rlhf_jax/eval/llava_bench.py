@@ -37,11 +37,12 @@ def load_questions(path: str) -> list[dict[str, Any]]:
     return out
 
 
-def load_answers(path: str) -> dict[Any, str]:
+def load_answers(path: str) -> dict[str, str]:
+    """question_id (as a string, so 7 and "7" match) -> answer text."""
     out = {}
     for line, record in iter_jsonl(path, tolerate_partial_last_line=True):
         qid = require(record, "question_id", (int, str), f"{path}, line {line}")
-        out[qid] = require(record, "text", str, f"{path}, question_id {qid!r}")
+        out[str(qid)] = require(record, "text", str, f"{path}, question_id {qid!r}")
     return out
 
 
@@ -101,8 +102,8 @@ def judge_prompt(template: str, rules: dict[str, Any], question: dict[str, Any],
 
 def judge_answers(
     questions: list[dict[str, Any]],
-    answers: dict[Any, str],
-    references: dict[Any, str],
+    answers: dict[str, str],
+    references: dict[str, str],
     contexts: dict[str, str],
     judge: Judge,
     template: str,
@@ -119,12 +120,12 @@ def judge_answers(
     for q in questions:
         qid = q["question_id"]
         for what, table in (("answers", answers), ("references", references)):
-            if qid not in table:
+            if str(qid) not in table:
                 raise EvalDataError(f"{paths[what]}: no answer for question_id {qid!r}")
         if q["image"] not in contexts:
             raise EvalDataError(f"{paths['context']}: no context for image {q['image']!r} (question_id {qid!r})")
-        prompt = judge_prompt(template, rules, q, contexts[q["image"]], references[qid], answers[qid])
-        items.append(JudgeItem(key=qid, prompt=prompt, fields={"question": q, "answer": answers[qid]}))
+        prompt = judge_prompt(template, rules, q, contexts[q["image"]], references[str(qid)], answers[str(qid)])
+        items.append(JudgeItem(key=qid, prompt=prompt, fields={"question": q, "answer": answers[str(qid)]}))
     with JsonlStore(cache_path, "question_id") as store:
         run = judge_all(
             items, judge, store, is_parsed=lambda t: metrics.parse_pair_scores(t) is not None,

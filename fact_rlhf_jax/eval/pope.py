@@ -53,25 +53,26 @@ def load_questions(path: str) -> list[PopeQuestion]:
     return out
 
 
-def load_answers(path: str) -> dict[Any, str]:
-    answers: dict[Any, str] = {}
+def load_answers(path: str) -> dict[str, str]:
+    """question_id (as a string, so 7 and "7" match) -> answer text."""
+    answers: dict[str, str] = {}
     for line, record in iter_jsonl(path, tolerate_partial_last_line=True):
         where = f"{path}, line {line}"
         qid = require(record, "question_id", (int, str), where)
-        answers[qid] = require(record, "text", str, f"{path}, question_id {qid!r}")
+        answers[str(qid)] = require(record, "text", str, f"{path}, question_id {qid!r}")
     return answers
 
 
-def score(questions: list[PopeQuestion], answers: dict[Any, str], answers_path: str) -> dict[str, float]:
+def score(questions: list[PopeQuestion], answers: dict[str, str], answers_path: str) -> dict[str, float]:
     """binary_metrics over the questions, each answer parsed by the reference rule. Every question needs
     an answer; answers to other ids are ignored."""
-    missing = [q.question_id for q in questions if q.question_id not in answers]
+    missing = [q.question_id for q in questions if str(q.question_id) not in answers]
     if missing:
         raise EvalDataError(
             f"{answers_path}: no answer for {len(missing)} of {len(questions)} questions "
             f"(first missing question_id {missing[0]!r})"
         )
-    predictions = [metrics.parse_pope_answer(answers[q.question_id]) for q in questions]
+    predictions = [metrics.parse_pope_answer(answers[str(q.question_id)]) for q in questions]
     return metrics.binary_metrics(predictions, [q.label for q in questions])
 
 

@@ -24,7 +24,8 @@ def _questions(path, labels=LABELS):
 def test_score_only_writes_the_metrics_file(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     questions = _questions(tmp_path / "q.jsonl")
-    answers = write_jsonl(tmp_path / "a.jsonl", [{"question_id": i, "text": ANSWERS[i]} for i in (5, 3, 1, 0, 2, 4)]
+    answers = write_jsonl(tmp_path / "a.jsonl", [{"question_id": i, "text": ANSWERS[i]} for i in (5, 3, 1, 0, 2)]
+                          + [{"question_id": "4", "text": ANSWERS[4]}]  # a string id matches the number
                           + [{"question_id": 99, "text": "yes"}])  # answers to unknown ids are ignored
     out = tmp_path / "m.json"
     assert main(["eval", "pope", "--questions", questions, "--answers", answers, "--out", str(out)]) == 0

@@ -14,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=0.1, help="share of SFT descriptions with an invented object (default 0.1)")
     parser.add_argument("--label-noise", type=float, default=None, help="share of flipped preference labels (default: --noise)")
     parser.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
+    parser.add_argument("--tfds", action="store_true", help="also build the tfds array_record datasets under OUT/tfds")
     parser.add_argument("--vocab-size", type=int, default=1024, help="tokenizer pieces, specials and bytes included (default 1024)")
 
 
@@ -30,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
         label_noise=args.label_noise,
         vocab_size=args.vocab_size,
     )
+    if args.tfds:
+        from fact_rlhf_jax.shapesworld.tfds_builder import CONFIG_FILES, prepare
+
+        for config in CONFIG_FILES:
+            prepare(args.out, config)
     world = json.loads(paths["world"].read_text())
     print(f"ShapesWorld written to {args.out}")
     for name, count in world["counts"].items():

@@ -49,6 +49,12 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("channels", None),
     ("lora_rank", None),
     ("out", None),
+    # Activations: batch is split over data+fsdp, so their feature dims use tensor parallelism only.
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
 )
 
 

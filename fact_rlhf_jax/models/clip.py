@@ -88,7 +88,7 @@ def _block(cfg: VisionConfig, x: jax.Array, p: dict) -> jax.Array:
     h = L.layer_norm(x, p["ln2"]["scale"], p["ln2"]["bias"], eps)
     h = L.quick_gelu(L.dense(h, p["mlp"]["fc1"]["w"], bias=p["mlp"]["fc1"]["b"]))
     x = x + L.dense(h, p["mlp"]["fc2"]["w"], bias=p["mlp"]["fc2"]["b"])
-    return L.constrain(x, ("batch", None, "vision_embed"))
+    return L.constrain(x, ("batch", None, "act_embed"))
 
 
 def _layer_index(cfg: VisionConfig, layer: int) -> int:

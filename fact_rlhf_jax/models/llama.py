@@ -73,7 +73,7 @@ def _layer(cfg: TextConfig, x, positions_cos_sin, mask, p, lora, lora_scale, cac
     q = L.apply_rope(L.dense(h, a["q"], lora=la.get("q"), lora_scale=lora_scale), cos, sin)
     k = L.apply_rope(L.dense(h, a["k"], lora=la.get("k"), lora_scale=lora_scale), cos, sin)
     v = L.dense(h, a["v"], lora=la.get("v"), lora_scale=lora_scale)
-    q = L.constrain(q, ("batch", None, "heads", "head_dim"))
+    q = L.constrain(q, ("batch", None, "act_heads", None))
     if cache_kv is not None:
         ck, cv = cache_kv
         ck = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1)
@@ -83,14 +83,14 @@ def _layer(cfg: TextConfig, x, positions_cos_sin, mask, p, lora, lora_scale, cac
         new_cache = None
     attn = L.attention(q, k, v, mask, impl=impl)
     x = x + L.dense(attn, a["o"], n_in=2, lora=la.get("o"), lora_scale=lora_scale)
-    x = L.constrain(x, ("batch", None, "embed"))
+    x = L.constrain(x, ("batch", None, "act_embed"))
     h = L.rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
     m = p["mlp"]
     gate = L.dense(h, m["gate"], lora=lm.get("gate"), lora_scale=lora_scale)
     up = L.dense(h, m["up"], lora=lm.get("up"), lora_scale=lora_scale)
-    inner = L.constrain(jax.nn.silu(gate) * up, ("batch", None, "mlp"))
+    inner = L.constrain(jax.nn.silu(gate) * up, ("batch", None, "act_mlp"))
     x = x + L.dense(inner, m["down"], lora=lm.get("down"), lora_scale=lora_scale)
-    return L.constrain(x, ("batch", None, "embed")), new_cache
+    return L.constrain(x, ("batch", None, "act_embed")), new_cache
 
 
 def decode(params: dict, cfg: TextConfig, x: jax.Array, positions: jax.Array, mask: jax.Array, *,
@@ -121,7 +121,7 @@ def lm_logits(params: dict, hidden: jax.Array) -> jax.Array:
     """hidden [B, T, D] -> float32 logits [B, T, V] (accumulated in float32 whatever the compute dtype)."""
     w = params["lm_head"].astype(hidden.dtype)
     logits = jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
-    return L.constrain(logits, ("batch", None, "vocab"))
+    return L.constrain(logits, ("batch", None, "act_vocab"))
 
 
 def causal_mask(attention_mask: jax.Array) -> jax.Array:

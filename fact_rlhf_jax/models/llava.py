@@ -110,7 +110,7 @@ def hidden_states(params: dict, cfg: LlavaConfig, input_ids: jax.Array, pixel_va
     if attention_mask is None:
         attention_mask = jnp.ones_like(input_ids)
     x = embed_inputs(params, cfg, input_ids, pixel_values)
-    x = L.constrain(x, ("batch", None, "embed"))
+    x = L.constrain(x, ("batch", None, "act_embed"))
     llm_lora = None if lora is None else lora.get("llm")
     hidden, _ = llama.decode(params["llm"], cfg.text, x, llama.positions_from_mask(attention_mask),
                              llama.causal_mask(attention_mask), lora=llm_lora, lora_scale=lora_scale,

@@ -1,0 +1,1 @@
+"""Data layer: LLaVA records -> templates + tokenisation -> images -> grain batches (see docs/data.md)."""

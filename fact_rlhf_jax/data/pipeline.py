@@ -142,8 +142,10 @@ class _SkipBadAndBatchIterator(grain.DatasetIterator):
     the same totals. Each batch carries the running counts under BAD_RECORDS_KEY.
     """
 
-    def __init__(self, parent, batch_size, buckets, pad_id, pad_side):
+    def __init__(self, parent, batch_size, buckets, pad_id, pad_side, pad_final_batch=False, image_size=None):
         super().__init__(parent)
+        self._pad_final_batch = pad_final_batch
+        self._image_size = image_size
         self._batch_size = batch_size
         self._buckets = buckets
         self._pad_id = pad_id
@@ -154,7 +156,13 @@ class _SkipBadAndBatchIterator(grain.DatasetIterator):
     def __next__(self):
         good = []
         while len(good) < self._batch_size:
-            ex = next(self._parent)  # StopIteration ends the stream; a partial batch is dropped
+            try:
+                ex = next(self._parent)
+            except StopIteration:
+                if not (self._pad_final_batch and good):
+                    raise  # end of stream; a partial batch is dropped
+                good.extend([self._filler()] * (self._batch_size - len(good)))
+                break
             if isinstance(ex, _Bad):
                 self._counts[ex.reason] = self._counts.get(ex.reason, 0) + 1
                 kept = self._examples.setdefault(ex.reason, [])
@@ -169,6 +177,12 @@ class _SkipBadAndBatchIterator(grain.DatasetIterator):
                                   "examples": {k: list(v) for k, v in self._examples.items()}}
         return batch
 
+    def _filler(self) -> dict[str, np.ndarray]:
+        """A row that fills the last batch: one attended pad token, nothing supervised, no image."""
+        return {"input_ids": np.full((1,), self._pad_id, np.int32),
+                "labels": np.full((1,), conversation.IGNORE_INDEX, np.int32),
+                "pixel_values": image_lib.zeros(self._image_size)}
+
     def get_state(self):
         return {"parent": self._parent.get_state(), "bad_records": dict(self._counts),
                 "bad_examples": {k: list(v) for k, v in self._examples.items()}}
@@ -180,9 +194,9 @@ class _SkipBadAndBatchIterator(grain.DatasetIterator):
 
 
 class _SkipBadAndBatch(grain.IterDataset):
-    def __init__(self, parent, batch_size, buckets, pad_id, pad_side):
+    def __init__(self, parent, batch_size, buckets, pad_id, pad_side, pad_final_batch=False, image_size=None):
         super().__init__(parent)
-        self._args = (batch_size, buckets, pad_id, pad_side)
+        self._args = (batch_size, buckets, pad_id, pad_side, pad_final_batch, image_size)
 
     def __iter__(self):
         return _SkipBadAndBatchIterator(self._parent.__iter__(), *self._args)
@@ -281,6 +295,7 @@ def build_sft_loader(
     pad_id: int | None = None,
     pad_to_square: bool = True,
     read_threads: int = 8,
+    pad_final_batch: bool = False,
 ) -> SFTLoader:
     """Builds the SFT loader over a weighted mixture of LLaVA sources.
 
@@ -293,7 +308,8 @@ def build_sft_loader(
       image_size: CLIP crop size (224 / 336).
       max_length: maximum expanded length (image block included).
       global_batch_size: rows per global batch; each host gets global_batch_size // process_count.
-      num_epochs: None repeats forever; otherwise the last incomplete batch is dropped.
+      num_epochs: None repeats forever; otherwise the last incomplete batch is dropped, or with
+        `pad_final_batch` filled up with rows that have one attended pad token and no labels (eval).
       strict: raise `BadRecordError` on the first unusable record instead of skipping it.
       pad_side: "right" (SFT) or "left".
       length_buckets: allowed padded lengths; None -> `default_buckets(max_length)`;
@@ -330,7 +346,8 @@ def build_sft_loader(
                                max_length=max_length, strict=strict, pad_to_square=pad_to_square))
     local_batch = global_batch_size // process_count
     read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=max(2 * local_batch, 16))
-    it_ds = _SkipBadAndBatch(ds.to_iter_dataset(read), local_batch, buckets, pad_id, pad_side)
+    it_ds = _SkipBadAndBatch(ds.to_iter_dataset(read), local_batch, buckets, pad_id, pad_side,
+                             pad_final_batch=pad_final_batch, image_size=image_size)
     return SFTLoader(it_ds, source_paths=[s.path for s in specs], global_batch_size=global_batch_size,
                      local_batch_size=local_batch, max_length=max_length, buckets=buckets, pad_id=pad_id,
                      pad_side=pad_side, strict=strict, num_records=len(rows))

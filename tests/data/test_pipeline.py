@@ -117,6 +117,20 @@ def test_one_epoch_sees_every_record_once(llava_dir, llama_tokenizer):
     assert seen == list(range(10))
 
 
+def test_pad_final_batch_keeps_every_record(llava_dir, llama_tokenizer):
+    src = [(str(llava_dir / "data.json"), str(llava_dir / "images"))]
+    dropped = list(build(src, llama_tokenizer, global_batch_size=4, num_epochs=1, shuffle=False))
+    padded = list(build(src, llama_tokenizer, global_batch_size=4, num_epochs=1, shuffle=False,
+                        pad_final_batch=True))
+    assert len(dropped) == 2 and len(padded) == 3
+    last = padded[-1]
+    assert last["input_ids"].shape[0] == 4
+    # rows 0-1 are records 8 and 9; rows 2-3 are fillers: one attended pad token, no labels, no image
+    assert last["attention_mask"][2:].tolist() == [[1] + [0] * (last["input_ids"].shape[1] - 1)] * 2
+    assert (last["labels"][2:] == -100).all() and (last["input_ids"][2:] == 0).all()
+    assert (last["pixel_values"][2:] == 0).all() and (last["labels"][:2] != -100).any(axis=1).all()
+
+
 # --- bad records -------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,149 @@
+"""`ChatModel`: tokenizer + conversation template + image preprocessing + the sampler.
+
+Used by `fact-rlhf generate`, the evaluation harness and notebooks:
+
+    model = ChatModel.load("path/to/llava-hf-dir")          # or a training workdir
+    model.answer(["What is in the image?"], [PIL.Image.open("x.png")], max_new_tokens=64)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from fact_rlhf_jax import hf, sampling
+from fact_rlhf_jax.data import conversation, image as image_lib
+from fact_rlhf_jax.models.config import LlavaConfig
+
+log = logging.getLogger(__name__)
+
+
+class ChatModel:
+    """A LLaVA model ready to answer questions about images.
+
+    params: llava params; lora/lora_scale: optional adapters applied on top (never merged in place).
+    """
+
+    def __init__(self, cfg: LlavaConfig, params: dict, tokenizer, *, lora: dict | None = None, lora_scale: float = 1.0,
+                 pad_to_square: bool = True, batch_size: int = 8, seed: int = 0):
+        self.cfg = cfg
+        self.params = params
+        self.tokenizer = tokenizer
+        self.lora = lora
+        self.lora_scale = lora_scale
+        self.pad_to_square = pad_to_square
+        self.batch_size = batch_size
+        self._rng = jax.random.key(seed)
+        self.eos_id = int(tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 2)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+
+    # ---------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, *, tokenizer: str | Path | None = None, dtype: str | None = None,
+             **kwargs: Any) -> "ChatModel":
+        """From a llava-hf directory (tokenizer files in it, or `tokenizer=`), or a training workdir."""
+        from transformers import AutoTokenizer
+
+        path = Path(path)
+        if hf.is_llava_dir(path):
+            cfg, params = hf.import_llava(path, dtype=dtype or "float32")
+            tok = AutoTokenizer.from_pretrained(str(tokenizer or path))
+            return cls(cfg, params, tok, **kwargs)
+        if (path / "config.json").exists() and (path / "checkpoints").exists():
+            return cls._from_workdir(path, tokenizer, **kwargs)
+        raise FileNotFoundError(f"{path}: neither a llava-hf checkpoint (config.json with vision_config) "
+                                "nor a training workdir (config.json + checkpoints/)")
+
+    @classmethod
+    def _from_workdir(cls, workdir: Path, tokenizer, **kwargs) -> "ChatModel":
+        import ml_collections
+        from transformers import AutoTokenizer
+
+        from fact_rlhf_jax import sharding
+        from fact_rlhf_jax.models import llava, lora
+        from fact_rlhf_jax.train import sft
+
+        config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+        tok_dir = tokenizer or config.data.get("tokenizer", "")
+        split_file = workdir / "shapesworld" / "sft_split.json"
+        if not tok_dir and split_file.exists():
+            tok_dir = json.loads(split_file.read_text())["tokenizer"]
+        if not tok_dir:
+            raise ValueError(f"{workdir}/config.json: data.tokenizer is empty; pass tokenizer=")
+        tok = AutoTokenizer.from_pretrained(str(tok_dir))
+        cfg = sft.model_config(config, tok)
+        mesh = sharding.single_device_mesh()
+        rules = sharding.Rules.create()
+        rank = int(config.lora.rank) if "lora" in config else 0
+        like = jax.eval_shape(lambda: llava.init(cfg, jax.random.key(0)))
+        axes = llava.param_axes(cfg)
+        if rank:
+            targets = tuple(config.lora.targets)
+            like = {"base": like, "lora": lora.param_shapes(cfg, rank=rank, targets=targets)}
+            axes = {"base": axes, "lora": lora.param_axes(cfg, rank=rank, targets=targets)}
+        shardings = sharding.shardings_for(like, axes, mesh, rules)
+        params = sft.restore_params_from_workdir(str(workdir), like, shardings)
+        if rank:
+            return cls(cfg, params["base"], tok, lora=params["lora"],
+                       lora_scale=float(config.lora.alpha) / rank, **kwargs)
+        return cls(cfg, params, tok, **kwargs)
+
+    # ---------------------------------------------------------------------------------------------
+    def encode(self, question: str, has_image: bool, conv_mode: str) -> np.ndarray:
+        return conversation.encode_prompt(question, self.tokenizer, has_image=has_image, template=conv_mode,
+                                          image_token_id=self.cfg.image_token_id,
+                                          num_image_tokens=self.cfg.num_image_tokens)
+
+    def pixels(self, img) -> np.ndarray:
+        size = self.cfg.vision.image_size
+        if img is None:
+            return image_lib.zeros(size)
+        return image_lib.preprocess(img, size, pad_to_square=self.pad_to_square)
+
+    def generate_ids(self, questions: Sequence[str], images: Sequence[Any], *, max_new_tokens: int = 64,
+                     temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, conv_mode: str = "llava_v1",
+                     stop_ids: Sequence[int] = ()) -> list[list[int]]:
+        """Token ids of each answer (stop token excluded), batched `batch_size` at a time."""
+        if len(questions) != len(images):
+            raise ValueError(f"{len(questions)} questions but {len(images)} images")
+        answers: list[list[int]] = []
+        for start in range(0, len(questions), self.batch_size):
+            qs = questions[start:start + self.batch_size]
+            ims = images[start:start + self.batch_size]
+            prompts = [self.encode(q, im is not None, conv_mode) for q, im in zip(qs, ims)]
+            n = len(prompts)
+            rows = self.batch_size  # fixed batch shape: one compile for every chunk
+            t = max(len(p) for p in prompts)
+            ids = np.full((rows, t), self.pad_id, np.int32)
+            mask = np.zeros((rows, t), np.int32)
+            for i in range(rows):
+                p = prompts[min(i, n - 1)]
+                ids[i, t - len(p):] = p
+                mask[i, t - len(p):] = 1
+            px = np.stack([self.pixels(ims[min(i, n - 1)]) for i in range(rows)])
+            self._rng, key = jax.random.split(self._rng)
+            out = sampling.generate(self.params, self.cfg, ids, mask, px, rng=key, max_new_tokens=max_new_tokens,
+                                    temperature=temperature, top_p=top_p, top_k=top_k, eos_id=self.eos_id,
+                                    stop_ids=stop_ids, pad_id=self.pad_id, lora=self.lora,
+                                    lora_scale=self.lora_scale)
+            tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+            stops = {self.eos_id, *stop_ids}
+            for i in range(n):
+                row = tokens[i, : lengths[i]].tolist()
+                if row and row[-1] in stops:
+                    row = row[:-1]
+                answers.append(row)
+        return answers
+
+    def answer(self, questions: Sequence[str], images: Sequence[Any], *, max_new_tokens: int = 64,
+               temperature: float = 0.0, top_p: float = 1.0, conv_mode: str = "llava_v1") -> list[str]:
+        """Answers each question about its image (None = text only)."""
+        ids = self.generate_ids(questions, images, max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_p=top_p, conv_mode=conv_mode)
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]

@@ -10,6 +10,8 @@ def get_config(arg=None):
     del arg
     c = ml_collections.ConfigDict()
     c.checkpoint = ""
+    c.tokenizer = ""  # empty: the tokenizer files in the checkpoint
+    c.seed = 0  # sampling seed
     c.image_dir = ""
     c.batch_size = 8
     c.max_new_tokens = 512

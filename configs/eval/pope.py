@@ -11,6 +11,8 @@ def get_config(arg=None):
     del arg
     c = ml_collections.ConfigDict()
     c.checkpoint = ""  # or --checkpoint
+    c.tokenizer = ""  # empty: the tokenizer files in the checkpoint
+    c.seed = 0  # sampling seed
     c.image_dir = ""  # or --image-dir
     c.batch_size = 16  # a multiple of the mesh's data-parallel size
     c.max_new_tokens = 64  # the reference's short_eval

@@ -91,7 +91,10 @@ def _settings(cfg: Any) -> generation.GenerationSettings:
 
 
 def _answerer(args: argparse.Namespace, cfg: Any) -> generation.Answerer:
-    return generation.load_answerer(args.checkpoint or cfg.checkpoint)
+    kwargs: dict[str, Any] = {"batch_size": int(cfg.batch_size), "seed": int(cfg.seed)}
+    if cfg.tokenizer:
+        kwargs["tokenizer"] = cfg.tokenizer
+    return generation.load_answerer(args.checkpoint or cfg.checkpoint, **kwargs)
 
 
 def _image_dir(args: argparse.Namespace, cfg: Any) -> str:

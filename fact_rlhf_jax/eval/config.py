@@ -36,6 +36,8 @@ def _judge_defaults(temperature: float) -> dict[str, Any]:
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "pope": {
         "checkpoint": "",
+        "tokenizer": "",  # empty: the tokenizer files in the checkpoint
+        "seed": 0,
         "image_dir": "",
         "batch_size": 16,
         "max_new_tokens": 64,
@@ -45,6 +47,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "mmhal": {
         "checkpoint": "",
+        "tokenizer": "",  # empty: the tokenizer files in the checkpoint
+        "seed": 0,
         "image_dir": "",
         "batch_size": 8,
         "max_new_tokens": 1024,
@@ -55,6 +59,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "llava_bench": {
         "checkpoint": "",
+        "tokenizer": "",  # empty: the tokenizer files in the checkpoint
+        "seed": 0,
         "image_dir": "",
         "batch_size": 8,
         "max_new_tokens": 1024,
@@ -67,6 +73,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "chair": {
         "checkpoint": "",
+        "tokenizer": "",  # empty: the tokenizer files in the checkpoint
+        "seed": 0,
         "image_dir": "",
         "batch_size": 8,
         "max_new_tokens": 512,

@@ -121,7 +121,8 @@ def _process_index() -> int:
 
 
 def load_answerer(checkpoint: str, **kwargs: Any) -> Answerer:
-    """`ChatModel.load(checkpoint, **kwargs)`; imported lazily so score-only runs never touch jax."""
+    """`ChatModel.load(checkpoint, **kwargs)` (kwargs: batch_size, seed, tokenizer); imported lazily so
+    score-only runs never touch jax."""
     if not checkpoint:
         raise EvalDataError("no model checkpoint given: pass --checkpoint or set config.checkpoint")
     if not os.path.exists(checkpoint):

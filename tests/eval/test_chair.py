@@ -71,7 +71,7 @@ def test_unknown_image_is_reported(tmp_path, capsys):
 def test_generate_mode(tmp_path, monkeypatch):
     images = write_images(tmp_path / "img", NAMES)
     fake = FakeAnswerer({"Please describe this image in detail.": "A dog and a person."})
-    monkeypatch.setattr(generation, "load_answerer", lambda path: fake)
+    monkeypatch.setattr(generation, "load_answerer", lambda path, **kw: fake)
     out = tmp_path / "out"
     code = main(["eval", "chair", "--truth", _instances(tmp_path), "--checkpoint", str(tmp_path), "--image-dir", images,
                  "--out-dir", str(out), "--config.num_images=2", "--no-progress"])

@@ -65,7 +65,7 @@ def test_generate_mode(tmp_path, monkeypatch):
     questions, references, context = _files(tmp_path)
     images = write_images(tmp_path / "img", ["a.jpg", "b.jpg"])
     fake = FakeAnswerer()
-    monkeypatch.setattr(generation, "load_answerer", lambda path: fake)
+    monkeypatch.setattr(generation, "load_answerer", lambda path, **kw: fake)
     with ChatServer(_script) as server:
         code = main(["eval", "llava-bench", "--questions", questions, "--references", references, "--context", context,
                      "--checkpoint", str(tmp_path), "--image-dir", images, "--out-dir", str(tmp_path / "out"), "--no-progress",

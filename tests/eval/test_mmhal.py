@@ -118,13 +118,13 @@ def test_generate_mode_is_batched_and_resumable(tmp_path, monkeypatch):
             "--judge", "rule", "--out-dir", out, "--no-progress", "--config.batch_size=2", "--config.max_new_tokens=32"]
 
     crashing = FakeAnswerer(answers, fail_on_call=1)
-    monkeypatch.setattr(generation, "load_answerer", lambda path: crashing)
+    monkeypatch.setattr(generation, "load_answerer", lambda path, **kw: crashing)
     with pytest.raises(KeyboardInterrupt):
         main(argv)
     assert len(crashing.calls) == 1 and crashing.calls[0]["questions"] == [r["question"] for r in records[:2]]
 
     fake = FakeAnswerer(answers)
-    monkeypatch.setattr(generation, "load_answerer", lambda path: fake)
+    monkeypatch.setattr(generation, "load_answerer", lambda path, **kw: fake)
     assert main(argv) == 0
     assert [c["questions"] for c in fake.calls] == [[records[2]["question"]]]  # only the unanswered one
     call = fake.calls[0]
@@ -138,7 +138,7 @@ def test_generate_mode_is_batched_and_resumable(tmp_path, monkeypatch):
 
 def test_generate_mode_missing_image(tmp_path, monkeypatch, capsys):
     template = write_json(tmp_path / "template.json", [mmhal_record(0, ["Dog"], "q", "a")])
-    monkeypatch.setattr(generation, "load_answerer", lambda path: FakeAnswerer())
+    monkeypatch.setattr(generation, "load_answerer", lambda path, **kw: FakeAnswerer())
     code = main(["eval", "mmhal", "--template", template, "--checkpoint", str(tmp_path), "--image-dir", str(tmp_path),
                  "--judge", "rule", "--out-dir", str(tmp_path / "o"), "--no-progress"])
     assert code == 2

@@ -78,10 +78,12 @@ def test_generate_mode_prompts_settings_and_resume(tmp_path, monkeypatch):
     (out_dir / "pope_random_answers.jsonl").write_text('{"question_id": 0, "text": "Yes, there is."}\n{"question_id": 1, "te')
     suffix = "\nAnswer the question using a single word or phrase."
     fake = FakeAnswerer({f"Is there a thing {i} in the image?{suffix}": ANSWERS[i] for i in range(6)})
-    monkeypatch.setattr(generation, "load_answerer", lambda path: fake)
+    loaded = {}
+    monkeypatch.setattr(generation, "load_answerer", lambda path, **kw: loaded.update(kw, path=path) or fake)
     code = main(["eval", "pope", "--questions", questions, "--checkpoint", str(tmp_path), "--image-dir", images,
-                 "--out-dir", str(out_dir), "--config.batch_size=4", "--no-progress"])
+                 "--out-dir", str(out_dir), "--config.batch_size=4", "--config.seed=5", "--no-progress"])
     assert code == 0
+    assert loaded == {"path": str(tmp_path), "batch_size": 4, "seed": 5}
     asked = [q for call in fake.calls for q in call["questions"]]
     assert asked == [f"Is there a thing {i} in the image?{suffix}" for i in range(1, 6)]
     assert [len(c["questions"]) for c in fake.calls] == [4, 1]

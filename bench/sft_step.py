@@ -1,0 +1,224 @@
+"""Benchmark of the SFT train step: fact_rlhf_jax (jit, donated state) vs transformers + torch AdamW.
+
+Both sides train the same weights (the JAX init exported with `hf.export_llava`) on the same
+batch: projector + LLM trained, CLIP frozen, AdamW, grad clipping 1.0, float32.
+
+    python bench/sft_step.py --preset small --seq 512 --batch 8 --steps 5 --out bench_sft.json
+
+Reports step time, tokens/s and model FLOPs utilisation (MFU) against this machine's measured
+float32 matmul peak (the best of a few large `jnp.dot`s). Model FLOPs per step:
+  trained matmuls (LLM without the embedding gather, LM head, projector): 6 * params * tokens
+  decoder attention scores and values: 12 * layers * T^2 * D per sequence (full square, fwd + bwd)
+  frozen CLIP: forward only, 2 * params * patches + 4 * layers * P^2 * Dv per image
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """Best float32 FLOP/s of an n x n x n matmul under jit."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def model_flops(cfg, batch: int, seq: int) -> float:
+    t, v = cfg.text, cfg.vision
+    d, hd = t.hidden_size, t.dim_per_head
+    per_layer = d * hd * (t.num_heads * 2 + t.num_kv_heads * 2) + 3 * d * t.intermediate_size
+    llm_params = t.num_layers * per_layer + d * t.vocab_size  # + LM head; the embedding is a gather
+    proj_params = v.hidden_size * d + d
+    tokens = batch * seq
+    trained = 6 * llm_params * tokens + 6 * proj_params * batch * cfg.num_image_tokens
+    attention = 12 * t.num_layers * seq * seq * d * batch
+    patches = v.num_patches + 1
+    v_layer = 4 * v.hidden_size**2 + 2 * v.hidden_size * v.intermediate_size
+    vision = batch * (2 * v.num_layers * v_layer * patches + 4 * v.num_layers * patches**2 * v.hidden_size)
+    return float(trained + attention + vision)
+
+
+def make_batch(cfg, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """One image block after BOS, a prompt, then supervised answer tokens; full length (no padding)."""
+    rng = np.random.default_rng(seed)
+    n_img = cfg.num_image_tokens
+    ids = rng.integers(3, min(cfg.text.vocab_size, cfg.image_token_id) - 1, size=(batch, seq)).astype(np.int32)
+    ids[:, 0] = 1
+    ids[:, 1 : 1 + n_img] = cfg.image_token_id
+    labels = ids.copy()
+    labels[:, : 1 + n_img + 16] = -100
+    pixels = rng.normal(size=(batch, 3, cfg.vision.image_size, cfg.vision.image_size)).astype(np.float32)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "labels": labels, "pixel_values": pixels}
+
+
+def bench_jax(cfg, batch_np, steps: int, warmup: int):
+    from fact_rlhf_jax import sharding as shd
+    from fact_rlhf_jax.models import llava
+    from fact_rlhf_jax.train import optim
+    from fact_rlhf_jax.train import state as state_lib
+    from fact_rlhf_jax.train.losses import sft_loss_terms
+    from fact_rlhf_jax.train.stage import Stage
+    from fact_rlhf_jax.train.step import jit_train_step, make_train_step
+    from fact_rlhf_jax.train.trainable import trainable_mask
+
+    class BenchStage(Stage):
+        def init_params(self, rng):
+            return llava.init(cfg, rng)
+
+        def param_axes(self):
+            return llava.param_axes(cfg)
+
+        def loss(self, params, batch, rng):
+            out = llava.forward(params, cfg, batch["input_ids"], batch["pixel_values"], batch["attention_mask"])
+            return sft_loss_terms(out.logits, batch["labels"])
+
+    stage = BenchStage()
+    ocfg = optim.default_optim_config()
+    ocfg.lr, ocfg.warmup_steps = 2e-5, 0
+    opt, schedule = optim.make_optimizer(ocfg, 1000)
+    mesh = shd.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+    rules = shd.Rules.create()
+    rng = jax.random.PRNGKey(0)
+    mask = trainable_mask(jax.eval_shape(stage.init_params, rng), ["projector/.*", "llm/.*"])
+    state, shardings = state_lib.create_state(stage, opt, mask, rng, mesh, rules)
+    params0 = jax.device_get(state["params"])
+    gbatch = shd.host_local_to_global(batch_np, mesh)
+    step = jit_train_step(make_train_step(stage.loss, opt, schedule, mask, mesh=mesh, rules=rules), shardings,
+                          jax.tree.map(lambda x: x.sharding, gbatch), mesh)
+    t0 = time.perf_counter()
+    state, metrics = step(state, gbatch)
+    first_loss = float(metrics["loss"])
+    compile_and_first = time.perf_counter() - t0
+    for _ in range(max(0, warmup - 1)):
+        state, metrics = step(state, gbatch)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        state, metrics = step(state, gbatch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t)
+    return {"first_loss": first_loss, "first_step_s": compile_and_first, "step_times_s": times}, params0
+
+
+def bench_torch(cfg, params0, batch_np, steps: int, warmup: int):
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    from fact_rlhf_jax import hf
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.export_llava(cfg, params0, Path(tmp) / "m")
+        model = LlavaForConditionalGeneration.from_pretrained(Path(tmp) / "m", torch_dtype=torch.float32)
+    model.train()
+    for p in model.model.vision_tower.parameters():
+        p.requires_grad_(False)
+    # the exported linear projector is linear_1 = W, linear_2 = identity: keep the identity fixed
+    for p in model.model.multi_modal_projector.linear_2.parameters():
+        p.requires_grad_(False)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=2e-5, weight_decay=0.0)
+    inputs = {k: torch.from_numpy(np.asarray(v)).long() if k != "pixel_values" else torch.from_numpy(v)
+              for k, v in batch_np.items()}
+
+    def step():
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                    pixel_values=inputs["pixel_values"], labels=inputs["labels"])
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return out.loss.detach().item()
+
+    t0 = time.perf_counter()
+    first_loss = step()
+    first = time.perf_counter() - t0
+    for _ in range(max(0, warmup - 1)):
+        step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return {"first_loss": first_loss, "first_step_s": first, "step_times_s": times,
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def summarise(name, res, tokens, flops, peak):
+    best = min(res["step_times_s"])
+    med = float(np.median(res["step_times_s"]))
+    res.update(median_step_s=med, best_step_s=best, tokens_per_s=tokens / med, tflops=flops / med / 1e12,
+               mfu=flops / med / peak)
+    print(f"{name:>6}: median step {med:.3f} s (best {best:.3f}), {tokens / med:,.0f} tokens/s, "
+          f"{flops / med / 1e9:,.1f} GFLOP/s, MFU {100 * flops / med / peak:.1f}%, first loss {res['first_loss']:.4f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--layers", type=int, default=None, help="override the decoder layer count")
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    args = ap.parse_args()
+
+    from fact_rlhf_jax.models import config as mcfg
+
+    cfg = mcfg.preset(args.preset)
+    if args.layers:
+        cfg = cfg.replace(text={"num_layers": args.layers})
+    batch = make_batch(cfg, args.batch, args.seq)
+    tokens = args.batch * args.seq
+    flops = model_flops(cfg, args.batch, args.seq)
+    peak = measure_matmul_peak()
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
+               "devices": [str(d) for d in jax.devices()]}
+    print(f"machine: {machine}")
+    print(f"model {args.preset}: {cfg.text.num_layers} layers x {cfg.text.hidden_size}, vocab {cfg.text.vocab_size}, "
+          f"ViT {cfg.vision.num_layers} x {cfg.vision.hidden_size} @ {cfg.vision.image_size}px "
+          f"({cfg.num_image_tokens} image tokens); batch {args.batch} x {args.seq} tokens")
+    print(f"model FLOPs per step {flops / 1e12:.3f} TFLOP; measured f32 matmul peak {peak / 1e9:,.1f} GFLOP/s")
+
+    results = {"machine": machine, "config": vars(args), "model_flops_per_step": flops, "matmul_peak_flops": peak}
+    jax_res, params0 = bench_jax(cfg, batch, args.steps, args.warmup)
+    summarise("jax", jax_res, tokens, flops, peak)
+    results["jax"] = jax_res
+    if not args.skip_torch:
+        torch_res = bench_torch(cfg, params0, batch, args.steps, args.warmup)
+        summarise("torch", torch_res, tokens, flops, peak)
+        results["torch"] = torch_res
+        results["speedup_jax_over_torch"] = torch_res["median_step_s"] / jax_res["median_step_s"]
+        print(f"jax / torch speed: {results['speedup_jax_over_torch']:.2f}x; "
+              f"first-step loss jax {jax_res['first_loss']:.5f} vs torch {torch_res['first_loss']:.5f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""LLaVA-SFT+ 7B, CLIP ViT-L/14 at 224 px (reference `SFT/scripts/7b-v1.5-224/sft.sh`).
+
+Full fine-tune of projector + Vicuna-7B v1.5, CLIP frozen; lr 2e-5, 3 epochs, global batch 128,
+cosine with 3 % warmup, no weight decay, max length 1280 text tokens (the image counts as one),
+bfloat16 weights and compute, rematerialised layers. Start from the projector-pretraining run:
+
+  fact-rlhf train --config configs/sft/llava_7b_224.py --workdir gs://.../sft7b \
+    --config.init.params_from=gs://.../pretrain7b \
+    --config.data.tokenizer=/path/to/vicuna-7b-v1.5
+
+or from HF weights with --config.init.hf_llm=/path/to/vicuna-7b-v1.5
+--config.init.hf_clip=/path/to/clip-vit-large-patch14 (then the projector starts random).
+The mixture is `mix-llava-sft90k-vqav2_83k-okvqa_16k-flickr_23k.json`.
+"""
+
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("sft_common", Path(__file__).with_name("common.py"))
+common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(common)
+
+
+def get_config(arg=None):
+    c = common.sft_base()
+    c.model.preset = "llava_7b_224"
+    c.data.train = [("data/llava_rlhf/mix-llava-sft90k-vqav2_83k-okvqa_16k-flickr_23k.json", "data/images", 1.0)]
+    c.data.eval = []
+    c.data.tokenizer = "checkpoints/vicuna-7b-v1.5"
+    c.data.template = "vicuna_v1"
+    c.data.max_text_length = 1280
+    c.data.read_threads = 16
+    c.batch_size = 128
+    c.grad_accum = 4  # 32 sequences per forward pass; raise on larger slices
+    c.num_epochs = 3.0
+    c.num_steps = -1
+    c.optim.lr = 2e-5
+    c.optim.schedule = "cosine"
+    c.optim.warmup_ratio = 0.03
+    c.optim.weight_decay = 0.0
+    c.optim.clip_norm = 1.0
+    c.trainable = ("projector/.*", "llm/.*")
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
+    c.checkpoint.every = 500
+    c.checkpoint.keep = 2
+    c.log_every = 10
+    c.eval_every = 1000
+    return c

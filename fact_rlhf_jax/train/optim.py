@@ -2,7 +2,7 @@
 
 Config group `optim` (see `default_optim_config`):
   lr, schedule ("cosine" | "linear" | "constant"), warmup_ratio or warmup_steps,
-  end_lr_ratio, weight_decay, b1, b2, eps, clip_norm (0 disables), decay_1d.
+  end_lr_ratio, weight_decay, b1, b2, eps, clip_norm (0 disables), no_decay.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def default_optim_config() -> ml_collections.ConfigDict:
             b2=0.999,
             eps=1e-8,
             clip_norm=1.0,
-            decay_1d=False,  # apply weight decay to biases and norm scales too
+            # parameter paths (re.fullmatch) without weight decay: norms, biases, LayerNorm scales
+            no_decay=(".*norm.*", ".*/bias", ".*/scale", "(.*/)?(vision|projector)/(.*/)?b"),
         )
     )
 
@@ -69,12 +70,28 @@ def make_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
     return schedule
 
 
+def make_decay_mask(no_decay: tuple[str, ...]):
+    """`params -> bool tree`: True where weight decay applies (path matches none of `no_decay`).
+
+    By path rather than by rank: decoder layers are stacked, so norm scales are 2-D too.
+    """
+    import re
+
+    from fact_rlhf_jax.train.trainable import path_str
+
+    patterns = [re.compile(p) for p in no_decay]
+
+    def mask(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: not any(p.fullmatch(path_str(path)) for p in patterns), params)
+
+    return mask
+
+
 def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """AdamW (decoupled weight decay) after global-norm clipping. Returns (optimizer, schedule)."""
     schedule = make_schedule(cfg, total_steps)
-    decay_mask = None
-    if not cfg.get("decay_1d", False):
-        decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+    decay_mask = make_decay_mask(tuple(cfg.get("no_decay", ()) or ()))
     parts = []
     if cfg.get("clip_norm", 0.0) and cfg.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(float(cfg.clip_norm)))

@@ -11,7 +11,7 @@ from fact_rlhf_jax import sharding as shd
 from fact_rlhf_jax.train import optim
 from fact_rlhf_jax.train import state as state_lib
 from fact_rlhf_jax.train.step import jit_train_step, make_train_step, split_microbatches
-from fact_rlhf_jax.train.trainable import merge, partition, trainable_mask
+from fact_rlhf_jax.train.trainable import leaf_paths, merge, partition, trainable_mask
 from tests.train.toy_stage import SEQ, VOCAB, ToyStage, toy_params
 
 ROWS = 8
@@ -155,3 +155,21 @@ def test_warmup_cosine_schedule_matches_formula():
         else:
             want = 2e-5 * 0.5 * (1 + np.cos(np.pi * (s - warm) / (total - warm)))
         np.testing.assert_allclose(float(sched(s)), want, rtol=1e-5, atol=1e-12)
+
+
+def test_weight_decay_skips_norms_and_biases_by_path():
+    import jax.numpy as jnp
+
+    from fact_rlhf_jax.models import config as mcfg
+    from fact_rlhf_jax.models import llava
+
+    shapes = jax.eval_shape(lambda k: llava.init(mcfg.preset("tiny"), k), jax.random.PRNGKey(0))
+    tree = {"base": shapes, "lora": {"llm": {"layers": {"attn": {"q": {"a": jnp.zeros(2), "b": jnp.zeros(2)}}}}}}
+    mask = optim.make_decay_mask(optim.default_optim_config().no_decay)(tree)
+    decayed = {p for p, m in zip(leaf_paths(tree), jax.tree.leaves(mask)) if m}
+    for path in ["base/llm/layers/attn/q", "base/llm/lm_head", "base/projector/w", "base/vision/layers/mlp/fc1/w",
+                 "lora/llm/layers/attn/q/a", "lora/llm/layers/attn/q/b"]:
+        assert path in decayed, path
+    for path in ["base/llm/layers/attn_norm", "base/llm/norm", "base/projector/b", "base/vision/layers/attn/k/b",
+                 "base/vision/layers/ln1/scale", "base/vision/pre_norm/bias"]:
+        assert path not in decayed, path

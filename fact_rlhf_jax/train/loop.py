@@ -11,6 +11,7 @@ so an interrupted run and an uninterrupted one end with the same parameters.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -84,6 +85,14 @@ def pad_rows(batch: dict, rows: int, stage: Stage) -> dict:
     return batch if have == rows else stage.pad_batch(batch, rows)
 
 
+def _all_hosts_have(flag: bool, process_count: int) -> bool:
+    if process_count == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).all())
+
+
 def evaluate(stage: Stage, eval_step, params, mesh, config, process_index, process_count) -> dict[str, float]:
     """Metric sums over the held-out split (or `eval_batches` of it) -> {"eval/<name>": sum / count}."""
     rows = int(config.eval_batch_size) if config.eval_batch_size > 0 else int(config.batch_size) // int(config.grad_accum)
@@ -93,9 +102,13 @@ def evaluate(stage: Stage, eval_step, params, mesh, config, process_index, proce
         return {}
     dp_local = max(1, shd.data_parallel_size(mesh) // process_count)
     totals: dict[str, list[float]] = {}
-    for i, batch in enumerate(data):
+    data = iter(data)
+    for i in itertools.count():
         if 0 <= config.eval_batches <= i:
             break
+        batch = next(data, None)
+        if not _all_hosts_have(batch is not None, process_count):
+            break  # hosts may hold different numbers of eval batches; stop together
         have = next(iter(batch.values())).shape[0]
         batch = pad_rows(batch, -(-have // dp_local) * dp_local, stage)
         sums = jax.device_get(eval_step(params, stage.to_global(batch, mesh)))

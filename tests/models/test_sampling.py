@@ -110,3 +110,16 @@ def test_sampling_is_deterministic_given_key_and_respects_temperature(tmp_path):
         row = logits[i]
         logp = row - row.max() - np.log(np.exp(row - row.max()).sum())
         np.testing.assert_allclose(float(a.logprobs[i, 0]), logp[int(a.tokens[i, 0])], atol=1e-4)
+
+
+def test_prompt_lengths_in_one_bucket_share_one_compile():
+    from fact_rlhf_jax.models import config as mcfg
+
+    cfg = mcfg.preset("tiny")
+    params = llava.init(cfg, jax.random.key(0))
+    px = np.zeros((2, 3, cfg.vision.image_size, cfg.vision.image_size), np.float32)
+    before = sampling._generate._cache_size()
+    for extra in (2, 5, 9):  # prompt lengths 7, 10, 14: all in the 32 bucket
+        ids = np.array([[1] + [cfg.image_token_id] * cfg.num_image_tokens + [7] * extra] * 2, np.int32)
+        sampling.generate(params, cfg, ids, np.ones_like(ids), px, max_new_tokens=3, buckets=(32, 64))
+    assert sampling._generate._cache_size() - before == 1

@@ -72,7 +72,8 @@ def make_batch(cfg, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "labels": labels, "pixel_values": pixels}
 
 
-def bench_jax(cfg, batch_np, steps: int, warmup: int):
+def build_jax(cfg, batch_np):
+    """Returns (run_step() -> loss, initial params)."""
     from fact_rlhf_jax import sharding as shd
     from fact_rlhf_jax.models import llava
     from fact_rlhf_jax.train import optim
@@ -106,23 +107,17 @@ def bench_jax(cfg, batch_np, steps: int, warmup: int):
     gbatch = shd.host_local_to_global(batch_np, mesh)
     step = jit_train_step(make_train_step(stage.loss, opt, schedule, mask, mesh=mesh, rules=rules), shardings,
                           jax.tree.map(lambda x: x.sharding, gbatch), mesh)
-    t0 = time.perf_counter()
-    state, metrics = step(state, gbatch)
-    first_loss = float(metrics["loss"])
-    compile_and_first = time.perf_counter() - t0
-    for _ in range(max(0, warmup - 1)):
-        state, metrics = step(state, gbatch)
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        state, metrics = step(state, gbatch)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - t)
-    return {"first_loss": first_loss, "first_step_s": compile_and_first, "step_times_s": times}, params0
+    holder = {"state": state}
+
+    def run_step():
+        holder["state"], metrics = step(holder["state"], gbatch)
+        return float(jax.block_until_ready(metrics)["loss"])
+
+    return run_step, params0
 
 
-def bench_torch(cfg, params0, batch_np, steps: int, warmup: int):
+def build_torch(cfg, params0, batch_np):
+    """Returns (run_step() -> loss, info)."""
     import torch
     from transformers import LlavaForConditionalGeneration
 
@@ -152,18 +147,24 @@ def bench_torch(cfg, params0, batch_np, steps: int, warmup: int):
         opt.zero_grad(set_to_none=True)
         return out.loss.detach().item()
 
-    t0 = time.perf_counter()
-    first_loss = step()
-    first = time.perf_counter() - t0
-    for _ in range(max(0, warmup - 1)):
-        step()
-    times = []
-    for _ in range(steps):
+    return step, {"torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def time_interleaved(runners: dict, steps: int, warmup: int) -> dict:
+    """Runs each side's step in turn (so both see the same machine load); first step includes compilation."""
+    out = {name: {"step_times_s": []} for name in runners}
+    for name, run in runners.items():
         t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return {"first_loss": first_loss, "first_step_s": first, "step_times_s": times,
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+        out[name]["first_loss"] = run()
+        out[name]["first_step_s"] = time.perf_counter() - t
+        for _ in range(max(0, warmup - 1)):
+            run()
+    for _ in range(steps):
+        for name, run in runners.items():
+            t = time.perf_counter()
+            run()
+            out[name]["step_times_s"].append(time.perf_counter() - t)
+    return out
 
 
 def summarise(name, res, tokens, flops, peak):
@@ -206,16 +207,20 @@ def main():
     print(f"model FLOPs per step {flops / 1e12:.3f} TFLOP; measured f32 matmul peak {peak / 1e9:,.1f} GFLOP/s")
 
     results = {"machine": machine, "config": vars(args), "model_flops_per_step": flops, "matmul_peak_flops": peak}
-    jax_res, params0 = bench_jax(cfg, batch, args.steps, args.warmup)
-    summarise("jax", jax_res, tokens, flops, peak)
-    results["jax"] = jax_res
+    jax_step, params0 = build_jax(cfg, batch)
+    runners = {"jax": jax_step}
+    torch_info = {}
     if not args.skip_torch:
-        torch_res = bench_torch(cfg, params0, batch, args.steps, args.warmup)
-        summarise("torch", torch_res, tokens, flops, peak)
-        results["torch"] = torch_res
-        results["speedup_jax_over_torch"] = torch_res["median_step_s"] / jax_res["median_step_s"]
-        print(f"jax / torch speed: {results['speedup_jax_over_torch']:.2f}x; "
-              f"first-step loss jax {jax_res['first_loss']:.5f} vs torch {torch_res['first_loss']:.5f}")
+        runners["torch"], torch_info = build_torch(cfg, params0, batch)
+    timed = time_interleaved(runners, args.steps, args.warmup)
+    for name, res in timed.items():
+        summarise(name, res, tokens, flops, peak)
+        results[name] = res
+    if "torch" in timed:
+        results["torch"].update(torch_info)
+        results["speedup_jax_over_torch"] = timed["torch"]["median_step_s"] / timed["jax"]["median_step_s"]
+        print(f"jax / torch speed: {results['speedup_jax_over_torch']:.2f}x; first-step loss jax "
+              f"{timed['jax']['first_loss']:.5f} vs torch {timed['torch']['first_loss']:.5f}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 

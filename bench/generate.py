@@ -7,7 +7,8 @@ left-padded prompts (BOS + image block + text, at most `num_image_tokens + 32` t
 with EOS disabled (ours: eos_id=-1, an id that cannot be produced; HF: eos_token_id=None).
 
 Timing: one warm-up call per side (for JAX this includes the compile, reported as `compile_s` = first call
-minus the median timed call), then the median of --repeats timed calls, each ending in
+minus the median timed call), then --repeats timed calls per side, alternating JAX and HF so that load from
+other processes on a shared machine hits both alike; the median is reported. JAX calls end in
 `jax.block_until_ready`. tokens/s = batch * new_tokens / seconds, end to end (image tower and prefill included).
 The greedy token ids of both sides are compared so that the two sides are known to do the same work.
 
@@ -100,17 +101,20 @@ def hf_generate(model, ids, mask, pixels, new_tokens: int) -> np.ndarray:
     return out[:, ids.shape[1]:].numpy()
 
 
-def timed(fn, repeats: int) -> tuple[float, list[float], np.ndarray]:
-    """Returns (first call seconds, timed call seconds, output of the first call)."""
-    t0 = time.perf_counter()
-    first = fn()
-    first_s = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
+def timed_pair(fn_a, fn_b, repeats: int) -> tuple[tuple[float, list[float], np.ndarray], ...]:
+    """Warms up both sides, then alternates their timed calls (a, b, a, b, ...) so that a change in the load of a
+    shared machine hits both sides alike. Returns, per side, (first call seconds, timed seconds, first output)."""
+    results = []
+    for fn in (fn_a, fn_b):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return first_s, times, first
+        out = fn()
+        results.append((time.perf_counter() - t0, [], out))
+    for _ in range(repeats):
+        for fn, (_, times, _) in zip((fn_a, fn_b), results):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return tuple(results)
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> dict:
@@ -170,9 +174,12 @@ def bench_config(name: str, batches: list[int], new_tokens: int, repeats: int, s
         ids, mask, pixels = make_prompts(cfg, batch, seed + batch)
         print(f"[{name} b={batch}] prompt {ids.shape[1]} tokens (bucket {sampling.bucket_length(ids.shape[1])}), "
               f"{new_tokens} new tokens", flush=True)
-        j_first, j_times, j_tokens = timed(lambda: jax_generate(params, cfg, ids, mask, pixels, new_tokens), repeats)
+        load_before = os.getloadavg()[0]
+        (j_first, j_times, j_tokens), (h_first, h_times, h_tokens) = timed_pair(
+            lambda: jax_generate(params, cfg, ids, mask, pixels, new_tokens),
+            lambda: hf_generate(model, ids, mask, pixels, new_tokens), repeats)
+        load_after = os.getloadavg()[0]
         print(f"  jax  first {j_first:.2f}s, timed {[round(t, 3) for t in j_times]}", flush=True)
-        h_first, h_times, h_tokens = timed(lambda: hf_generate(model, ids, mask, pixels, new_tokens), repeats)
         print(f"  hf   first {h_first:.2f}s, timed {[round(t, 3) for t in h_times]}", flush=True)
         if h_tokens.shape != (batch, new_tokens) or j_tokens.shape != (batch, new_tokens):
             raise RuntimeError(f"expected {new_tokens} new tokens per row, got jax {j_tokens.shape} hf {h_tokens.shape}")
@@ -181,10 +188,13 @@ def bench_config(name: str, batches: list[int], new_tokens: int, repeats: int, s
             "config": name, "batch": batch, "prompt_tokens": int(ids.shape[1]),
             "bucket_tokens": sampling.bucket_length(ids.shape[1]), "new_tokens": new_tokens,
             "jax": {"first_call_s": j_first, "compile_s": j_first - j_med, "times_s": j_times, "median_s": j_med,
+                    "min_s": min(j_times),
                     "tokens_per_s": batch * new_tokens / j_med},
             "hf": {"first_call_s": h_first, "times_s": h_times, "median_s": h_med,
+                   "min_s": min(h_times),
                    "tokens_per_s": batch * new_tokens / h_med},
             "agreement": agreement(j_tokens, h_tokens),
+            "load_avg_1min": [load_before, load_after],
         })
     return rows
 

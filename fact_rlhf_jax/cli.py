@@ -1,7 +1,8 @@
 """`fact-rlhf <command> ...`: one entry point for every job.
 
 Each subcommand lives in `fact_rlhf_jax/commands/<name>.py` and exposes
-`add_arguments(parser)` and `run(args) -> int | None`. Modules are imported only
+`add_arguments(parser)` and `run(args) -> int | None`. A module that sets `CONFIG_OVERRIDES = True`
+receives the `--config.a.b=value` items (which argparse cannot declare) as `args.config_overrides`. Modules are imported only
 when their command runs, so `fact-rlhf --help` stays fast and a broken optional
 dependency of one command never breaks the others.
 """
@@ -44,7 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     sub = argparse.ArgumentParser(prog=f"fact-rlhf {name}", description=COMMANDS[name][1])
     module.add_arguments(sub)
-    args = sub.parse_args(argv[1:])
+    rest = argv[1:]
+    overrides = []
+    if getattr(module, "CONFIG_OVERRIDES", False):
+        from fact_rlhf_jax.config import split_overrides
+
+        rest, overrides = split_overrides(rest)
+    args = sub.parse_args(rest)
+    args.config_overrides = overrides
     code = module.run(args)
     return int(code or 0)
 

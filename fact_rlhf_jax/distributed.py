@@ -3,10 +3,10 @@
 On TPU VMs and SLURM/Open MPI clusters `jax.distributed.initialize()` discovers everything itself. Elsewhere
 (plain multi-node GPU, or several processes on one machine) set:
 
-  FACT_RLHF_COORDINATOR   host:port of process 0
-  FACT_RLHF_NUM_PROCESSES number of processes
-  FACT_RLHF_PROCESS_ID    this process's rank (0-based)
-  FACT_RLHF_LOCAL_DEVICES optional: comma-separated local device ids this process owns
+  JAX_COORDINATOR_ADDRESS host:port of process 0
+  JAX_NUM_PROCESSES       number of processes
+  JAX_PROCESS_ID          this process's rank (0-based)
+  JAX_LOCAL_DEVICE_IDS    optional: comma-separated local device ids this process owns
 """
 
 from __future__ import annotations
@@ -20,16 +20,19 @@ log = logging.getLogger(__name__)
 _done = False
 
 
-def initialize() -> None:
-    """Initialises `jax.distributed` when the environment asks for more than one process; idempotent."""
+def initialize(force: bool = False) -> None:
+    """Initialises `jax.distributed` when the environment asks for more than one process; idempotent.
+
+    `force=True` calls `jax.distributed.initialize()` even when no cluster is detected (let JAX decide).
+    """
     global _done
     if _done:
         return
-    coordinator = os.environ.get("FACT_RLHF_COORDINATOR")
+    coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS")
     if coordinator:
-        num = int(os.environ["FACT_RLHF_NUM_PROCESSES"])
-        pid = int(os.environ["FACT_RLHF_PROCESS_ID"])
-        local = os.environ.get("FACT_RLHF_LOCAL_DEVICES")
+        num = int(os.environ["JAX_NUM_PROCESSES"])
+        pid = int(os.environ["JAX_PROCESS_ID"])
+        local = os.environ.get("JAX_LOCAL_DEVICE_IDS")
         if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS", "") == "cpu":
             # Cross-process collectives on CPU need an explicit implementation.
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -37,7 +40,7 @@ def initialize() -> None:
             coordinator_address=coordinator, num_processes=num, process_id=pid,
             local_device_ids=[int(x) for x in local.split(",")] if local else None,
         )
-    elif _auto_cluster():
+    elif force or _auto_cluster():
         jax.distributed.initialize()
     _done = True
     if jax.process_count() > 1:

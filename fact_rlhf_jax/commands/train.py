@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
+
+# `--config.a.b=value` items are split off by the CLI into `args.config_overrides`.
+CONFIG_OVERRIDES = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,38 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
     parser.epilog = "Any --config.a.b=VALUE (or --config.a.b VALUE) overrides one field of the config."
 
-    # `--config.a.b=value` items are not argparse options; take them out before argparse sees them.
-    def parse_args(args=None, namespace=None):
-        from fact_rlhf_jax.config import split_overrides
-
-        rest, overrides = split_overrides(sys.argv[2:] if args is None else args)
-        ns = argparse.ArgumentParser.parse_args(parser, rest, namespace)
-        ns.config_overrides = overrides
-        return ns
-
-    parser.parse_args = parse_args
-
-
-def init_distributed() -> None:
-    import jax
-
-    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
-    if address:
-        jax.distributed.initialize(
-            coordinator_address=address,
-            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-            process_id=int(os.environ["JAX_PROCESS_ID"]),
-        )
-    else:
-        jax.distributed.initialize()
-
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
     if args.distributed:
-        init_distributed()
+        from fact_rlhf_jax import distributed
+
+        distributed.initialize(force=True)
 
     from fact_rlhf_jax import config as config_lib
     from fact_rlhf_jax.train.loop import run_training

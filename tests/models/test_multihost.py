@@ -36,8 +36,8 @@ def test_two_process_forward_equals_single_process(tmp_path):
     port = _free_port()
     procs = []
     for pid in range(2):
-        env = dict(os.environ, FACT_RLHF_COORDINATOR=f"127.0.0.1:{port}", FACT_RLHF_NUM_PROCESSES="2",
-                   FACT_RLHF_PROCESS_ID=str(pid), MULTIHOST_BATCH=str(tmp_path / "batch.npz"),
+        env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                   JAX_PROCESS_ID=str(pid), MULTIHOST_BATCH=str(tmp_path / "batch.npz"),
                    PYTHONPATH=str(ROOT))
         procs.append(subprocess.Popen([sys.executable, str(ROOT / "tests/models/multihost_worker.py"),
                                        str(tmp_path / "logits.npy")], env=env, cwd=ROOT,

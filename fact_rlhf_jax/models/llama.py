@@ -59,9 +59,13 @@ def init_cache(cfg: TextConfig, batch: int, length: int, dtype) -> KVCache:
 
 def embed_tokens(params: dict, input_ids: jax.Array, dtype) -> jax.Array:
     """input_ids [B, T] -> [B, T, D]. Ids outside the vocab (image placeholders) embed as id 0."""
-    vocab = params["embed"].shape[0]
+    table = params["embed"]
+    vocab = table.shape[0]
     ids = jnp.where((input_ids >= 0) & (input_ids < vocab), input_ids, 0)
-    return jnp.take(params["embed"], ids, axis=0).astype(dtype)
+    # Gather the fsdp-sharded feature dim first (as FSDP does for every weight); otherwise the lookup's
+    # output is split over fsdp on features while the batch wants fsdp too, and XLA rematerialises it.
+    table = L.constrain(table, ("vocab", "act_embed"))
+    return L.constrain(jnp.take(table, ids, axis=0).astype(dtype), ("batch", None, "act_embed"))
 
 
 def _layer(cfg: TextConfig, x, positions_cos_sin, mask, p, lora, lora_scale, cache_kv, cache_index, impl):

@@ -85,7 +85,7 @@ def embed_inputs(params: dict, cfg: LlavaConfig, input_ids: jax.Array, pixel_val
     x = llama.embed_tokens(params["llm"], input_ids, dtype)
     if pixel_values is None:
         return x
-    feats = image_features(params, cfg, pixel_values).astype(dtype)
+    feats = L.constrain(image_features(params, cfg, pixel_values).astype(dtype), ("batch", None, "act_embed"))
     is_image = input_ids == cfg.image_token_id
     slot = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, feats.shape[1] - 1)
     spliced = jnp.take_along_axis(feats, slot[..., None], axis=1)

@@ -114,3 +114,17 @@ def test_make_mesh_fills_minus_one_and_rejects_bad_shapes():
         sharding.make_mesh({"data": 3, "fsdp": -1})
     with pytest.raises(ValueError):
         sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 4})
+
+
+def test_train_step_compiles_without_involuntary_rematerialisation(capfd):
+    """XLA warns on stderr when a sharding mismatch forces it to replicate an activation."""
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    rules = sharding.Rules.create()
+    batch = _batch()
+    with sharding.use_mesh(mesh, rules):
+        params = llava.init_sharded(CFG, jax.random.key(0), mesh, rules)
+        gbatch = sharding.host_local_to_global(batch, mesh)
+        capfd.readouterr()
+        jax.jit(jax.grad(_loss, argnums=(0, 1))).lower(params, None, gbatch).compile()
+    err = capfd.readouterr().err
+    assert "Involuntary full rematerialization" not in err, err[-2000:]

@@ -77,7 +77,7 @@ def make_decay_mask(no_decay: tuple[str, ...]):
     """
     import re
 
-    from fact_rlhf_jax.train.trainable import path_str
+    from fact_rlhf_jax.models.params import path_str
 
     patterns = [re.compile(p) for p in no_decay]
 

@@ -17,20 +17,7 @@ from typing import Any
 
 import jax
 
-
-def path_str(path: tuple) -> str:
-    """`/`-joined names of a jax key path (dict keys, attribute names, sequence indices)."""
-    parts = []
-    for key in path:
-        if isinstance(key, jax.tree_util.DictKey):
-            parts.append(str(key.key))
-        elif isinstance(key, jax.tree_util.GetAttrKey):
-            parts.append(key.name)
-        elif isinstance(key, jax.tree_util.SequenceKey):
-            parts.append(str(key.idx))
-        else:
-            parts.append(str(key))
-    return "/".join(parts)
+from fact_rlhf_jax.models.params import path_str
 
 
 def leaf_paths(tree: Any) -> list[str]:

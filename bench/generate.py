@@ -6,16 +6,17 @@ eval mode, `torch.inference_mode`). Then for every batch size in --batches both 
 left-padded prompts (BOS + image block + text, at most `num_image_tokens + 32` tokens) for exactly N new tokens
 with EOS disabled (ours: eos_id=-1, an id that cannot be produced; HF: eos_token_id=None).
 
-Timing: one warm-up call per side (for JAX this includes the compile, reported as `compile_s` = first call
-minus the median timed call), then --repeats timed calls per side, alternating JAX and HF so that load from
-other processes on a shared machine hits both alike; the median is reported. JAX calls end in
-`jax.block_until_ready`. tokens/s = batch * new_tokens / seconds, end to end (image tower and prefill included).
+Timing: one warm-up call per side (for JAX this includes the compile; `compile_s` is the tracing + lowering +
+XLA compile time that JAX reports through `jax.monitoring`), then --repeats timed calls per side, alternating
+JAX and HF so that load from other processes on a shared machine hits both alike; the median is reported.
+JAX calls end in `jax.block_until_ready`. tokens/s = batch * new_tokens / seconds, end to end (image tower and prefill included).
 The greedy token ids of both sides are compared so that the two sides are known to do the same work.
 
     .venv/bin/python bench/generate.py --configs tiny,small --batches 1,16 --new-tokens 64 --repeats 3 \
         --out bench/results/generate.json
 
 `--new-tokens` takes one number for every config or per-config values, e.g. `tiny:64,small:32`.
+`--torch-threads` overrides torch's intra-op thread count (default: all cores).
 """
 
 from __future__ import annotations
@@ -45,6 +46,20 @@ PAD_ID = 0
 NO_EOS = -1        # an id `generate` can never produce: every row runs for exactly N tokens
 TEXT_TOKENS = 31   # longest text part; with BOS the prompt is at most num_image_tokens + 32 tokens
 AGREE_FIRST = 8    # "agreement" = rows whose first AGREE_FIRST greedy tokens are identical on both sides
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+
+
+class CompileClock:
+    """Seconds JAX spent tracing, lowering and compiling since it was created (from jax.monitoring events)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        jax.monitoring.register_event_duration_secs_listener(self._on_event)
+
+    def _on_event(self, event: str, duration: float, **_) -> None:
+        if event in COMPILE_EVENTS:
+            self.seconds += duration
 
 
 # --------------------------------------------------------------------------------------------------
@@ -163,7 +178,8 @@ def machine() -> dict:
     }
 
 
-def bench_config(name: str, batches: list[int], new_tokens: int, repeats: int, seed: int) -> list[dict]:
+def bench_config(name: str, batches: list[int], new_tokens: int, repeats: int, seed: int,
+                 clock: CompileClock) -> list[dict]:
     cfg = preset(name)
     params = llava.init(cfg, jax.random.key(seed))
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,10 +191,12 @@ def bench_config(name: str, batches: list[int], new_tokens: int, repeats: int, s
         print(f"[{name} b={batch}] prompt {ids.shape[1]} tokens (bucket {sampling.bucket_length(ids.shape[1])}), "
               f"{new_tokens} new tokens", flush=True)
         load_before = os.getloadavg()[0]
+        compiled_before = clock.seconds
         (j_first, j_times, j_tokens), (h_first, h_times, h_tokens) = timed_pair(
             lambda: jax_generate(params, cfg, ids, mask, pixels, new_tokens),
             lambda: hf_generate(model, ids, mask, pixels, new_tokens), repeats)
         load_after = os.getloadavg()[0]
+        compile_s = clock.seconds - compiled_before
         print(f"  jax  first {j_first:.2f}s, timed {[round(t, 3) for t in j_times]}", flush=True)
         print(f"  hf   first {h_first:.2f}s, timed {[round(t, 3) for t in h_times]}", flush=True)
         if h_tokens.shape != (batch, new_tokens) or j_tokens.shape != (batch, new_tokens):
@@ -187,7 +205,7 @@ def bench_config(name: str, batches: list[int], new_tokens: int, repeats: int, s
         rows.append({
             "config": name, "batch": batch, "prompt_tokens": int(ids.shape[1]),
             "bucket_tokens": sampling.bucket_length(ids.shape[1]), "new_tokens": new_tokens,
-            "jax": {"first_call_s": j_first, "compile_s": j_first - j_med, "times_s": j_times, "median_s": j_med,
+            "jax": {"first_call_s": j_first, "compile_s": compile_s, "times_s": j_times, "median_s": j_med,
                     "min_s": min(j_times),
                     "tokens_per_s": batch * new_tokens / j_med},
             "hf": {"first_call_s": h_first, "times_s": h_times, "median_s": h_med,
@@ -222,23 +240,25 @@ def main(argv=None) -> None:
     ap.add_argument("--batches", default="1,16", help="comma-separated batch sizes")
     ap.add_argument("--new-tokens", default="64", help="N for every config, or per config: tiny:64,small:32")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (median reported)")
+    ap.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads (0: all cores)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results/generate.json")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         raise SystemExit(f"--repeats {args.repeats}: expected at least 1")
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(args.torch_threads or len(os.sched_getaffinity(0)))
     configs = [c for c in args.configs.split(",") if c]
     batches = [int(b) for b in args.batches.split(",") if b]
     new_tokens = parse_new_tokens(args.new_tokens, configs)
+    clock = CompileClock()
     info = machine()
     print(json.dumps(info), flush=True)
 
     t0 = time.perf_counter()
     rows = []
     for name in configs:
-        rows.extend(bench_config(name, batches, new_tokens[name], args.repeats, args.seed))
+        rows.extend(bench_config(name, batches, new_tokens[name], args.repeats, args.seed, clock))
     table = markdown_table(rows)
     print(table)
 

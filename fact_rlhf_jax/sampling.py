@@ -17,7 +17,7 @@ import numpy as np
 from fact_rlhf_jax.models import llama, llava
 from fact_rlhf_jax.models.config import LlavaConfig
 
-DEFAULT_BUCKETS = (32, 64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096)
+DEFAULT_BUCKETS = (32, 64, 96, 128, 192, 256, 384, 512, 640, 768, 1024, 1536, 2048, 3072, 4096)
 
 
 class GenerateOutput(NamedTuple):
@@ -60,19 +60,29 @@ def _filter_logits(logits: jax.Array, top_p: jax.Array, top_k: int) -> jax.Array
     return jnp.where(logits < cutoff, neg, logits)
 
 
-def _select(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: int):
-    """Returns (token [B], logprob [B]) for one decode step."""
-    greedy = temperature <= 0.0
-    scaled = logits / jnp.where(greedy, 1.0, temperature)
-    logp = jax.nn.log_softmax(scaled, axis=-1)
-    sampled = jax.random.categorical(key, _filter_logits(scaled, top_p, top_k), axis=-1)
-    token = jnp.where(greedy, jnp.argmax(logits, axis=-1), sampled).astype(jnp.int32)
+def _select(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array, *, top_k: int,
+            greedy: bool, filtered: bool):
+    """Returns (token [B], logprob [B]) for one decode step.
+
+    `greedy` and `filtered` are static so that greedy decoding and plain sampling never pay for the
+    [B, V] sort of the top-p/top-k filter.
+    """
+    if greedy:
+        token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        logp = jax.nn.log_softmax(logits, axis=-1)
+    else:
+        scaled = logits / temperature
+        logp = jax.nn.log_softmax(scaled, axis=-1)
+        candidates = _filter_logits(scaled, top_p, top_k) if filtered else scaled
+        token = jax.random.categorical(key, candidates, axis=-1).astype(jnp.int32)
     return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "top_k", "stop_ids", "pad_id"))
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "top_k", "greedy", "filtered", "stop_ids",
+                                             "pad_id"))
 def _generate(params, lora, input_ids, attention_mask, pixel_values, rng, temperature, top_p, lora_scale, *,
-              cfg: LlavaConfig, max_new_tokens: int, top_k: int, stop_ids: tuple[int, ...], pad_id: int):
+              cfg: LlavaConfig, max_new_tokens: int, top_k: int, greedy: bool, filtered: bool,
+              stop_ids: tuple[int, ...], pad_id: int):
     b, p = input_ids.shape
     n = max_new_tokens
     s = p + n
@@ -92,8 +102,9 @@ def _generate(params, lora, input_ids, attention_mask, pixel_values, rng, temper
     next_pos = jnp.sum(attention_mask, axis=1).astype(jnp.int32)  # [B]: RoPE position of the first new token
 
     stop = jnp.asarray(stop_ids, jnp.int32)
+    select = functools.partial(_select, top_k=top_k, greedy=greedy, filtered=filtered)
     rng, key = jax.random.split(rng)
-    token, logp = _select(logits, key, temperature, top_p, top_k)
+    token, logp = select(logits, key, temperature, top_p)
     tokens = jnp.full((b, n), pad_id, jnp.int32).at[:, 0].set(token)
     logprobs = jnp.zeros((b, n), jnp.float32).at[:, 0].set(logp)
     done = jnp.isin(token, stop)
@@ -112,7 +123,7 @@ def _generate(params, lora, input_ids, attention_mask, pixel_values, rng, temper
         hidden, cache = decode(x, pos, kv_valid[:, None, :], cache=cache, cache_index=slot)
         logits = llama.lm_logits(params["llm"], hidden)[:, 0]
         rng, key = jax.random.split(rng)
-        token, logp = _select(logits, key, temperature, top_p, top_k)
+        token, logp = select(logits, key, temperature, top_p)
         token = jnp.where(done, pad_id, token)
         logp = jnp.where(done, 0.0, logp)
         tokens = tokens.at[:, i].set(token)
@@ -149,4 +160,5 @@ def generate(params: dict, cfg: LlavaConfig, input_ids, attention_mask, pixel_va
     stops = tuple(sorted({int(eos_id), *map(int, stop_ids)}))
     return _generate(params, lora, input_ids, attention_mask, pixel_values, rng,
                      jnp.float32(temperature), jnp.float32(top_p), jnp.float32(lora_scale),
-                     cfg=cfg, max_new_tokens=int(max_new_tokens), top_k=int(top_k), stop_ids=stops, pad_id=int(pad_id))
+                     cfg=cfg, max_new_tokens=int(max_new_tokens), top_k=int(top_k), greedy=temperature <= 0.0,
+                     filtered=top_k > 0 or top_p < 1.0, stop_ids=stops, pad_id=int(pad_id))

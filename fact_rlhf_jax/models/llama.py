@@ -68,7 +68,10 @@ def embed_tokens(params: dict, input_ids: jax.Array, dtype) -> jax.Array:
     return L.constrain(jnp.take(table, ids, axis=0).astype(dtype), ("batch", None, "act_embed"))
 
 
-def _layer(cfg: TextConfig, x, positions_cos_sin, mask, p, lora, lora_scale, cache_kv, cache_index, impl):
+def _layer(cfg: TextConfig, x, positions_cos_sin, mask, p, lora, lora_scale, cache_kv, cache_index, layer_index,
+           impl):
+    """One decoder block. With `cache_kv` = the full (ck, cv) [layers, B, S, KVH, Dh], this layer's new keys and
+    values are written in place at (layer_index, :, cache_index) and attention reads that layer's slice."""
     cos, sin = positions_cos_sin
     a = p["attn"]
     la = (lora or {}).get("attn", {})
@@ -80,9 +83,12 @@ def _layer(cfg: TextConfig, x, positions_cos_sin, mask, p, lora, lora_scale, cac
     q = L.constrain(q, ("batch", None, "act_heads", None))
     if cache_kv is not None:
         ck, cv = cache_kv
-        ck = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1)
-        cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
-        k, v, new_cache = ck.astype(q.dtype), cv.astype(q.dtype), (ck, cv)
+        at = (layer_index, 0, cache_index, 0, 0)
+        ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype)[None], at)
+        cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype)[None], at)
+        k = jax.lax.dynamic_index_in_dim(ck, layer_index, axis=0, keepdims=False).astype(q.dtype)
+        v = jax.lax.dynamic_index_in_dim(cv, layer_index, axis=0, keepdims=False).astype(q.dtype)
+        new_cache = (ck, cv)
     else:
         new_cache = None
     attn = L.attention(q, k, v, mask, impl=impl)
@@ -108,17 +114,29 @@ def decode(params: dict, cfg: TextConfig, x: jax.Array, positions: jax.Array, ma
     """
     cos_sin = L.rope_cos_sin(positions, cfg.dim_per_head, cfg.rope_theta)
     layer_lora = None if lora is None else lora.get("layers")
+    xs = (params["layers"], layer_lora)
 
-    def step(h, xs):
-        p, lp, ckv = xs
-        h, new = _layer(cfg, h, cos_sin, mask, p, lp, lora_scale, ckv, cache_index, attention_impl)
-        return h, new
+    if cache is None:
+        def step(h, xs):
+            p, lp = xs
+            h, _ = _layer(cfg, h, cos_sin, mask, p, lp, lora_scale, None, 0, 0, attention_impl)
+            return h, None
 
-    step = L.maybe_remat(step, remat)
-    cache_xs = None if cache is None else (cache.k, cache.v)
-    h, new_cache = jax.lax.scan(step, x, (params["layers"], layer_lora, cache_xs))
+        h, _ = jax.lax.scan(L.maybe_remat(step, remat), x, xs)
+        new_cache = None
+    else:
+        # The cache rides in the carry and is updated in place, one layer slice per step; as scan
+        # inputs/outputs it would be copied whole at every decode step.
+        def step(carry, xs):
+            h, ck, cv, i = carry
+            p, lp = xs
+            h, (ck, cv) = _layer(cfg, h, cos_sin, mask, p, lp, lora_scale, (ck, cv), cache_index, i, attention_impl)
+            return (h, ck, cv, i + 1), None
+
+        (h, ck, cv, _), _ = jax.lax.scan(L.maybe_remat(step, remat), (x, cache.k, cache.v, jnp.int32(0)), xs)
+        new_cache = KVCache(ck, cv)
     h = L.rms_norm(h, params["norm"], cfg.rms_norm_eps)
-    return h, (None if cache is None else KVCache(*new_cache))
+    return h, new_cache
 
 
 def lm_logits(params: dict, hidden: jax.Array) -> jax.Array:

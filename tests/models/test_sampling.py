@@ -123,3 +123,16 @@ def test_prompt_lengths_in_one_bucket_share_one_compile():
         ids = np.array([[1] + [cfg.image_token_id] * cfg.num_image_tokens + [7] * extra] * 2, np.int32)
         sampling.generate(params, cfg, ids, np.ones_like(ids), px, max_new_tokens=3, buckets=(32, 64))
     assert sampling._generate._cache_size() - before == 1
+
+
+def test_top_k_one_sampling_equals_greedy(tmp_path):
+    from fact_rlhf_jax.models import config as mcfg
+
+    cfg = mcfg.preset("tiny")
+    params = llava.init(cfg, jax.random.key(1))
+    ids = np.array([[1] + [cfg.image_token_id] * cfg.num_image_tokens + [40, 41, 42]] * 2, np.int32)
+    px = np.random.default_rng(7).normal(size=(2, 3, cfg.vision.image_size, cfg.vision.image_size)).astype(np.float32)
+    greedy = sampling.generate(params, cfg, ids, np.ones_like(ids), px, max_new_tokens=6, eos_id=-1)
+    top1 = sampling.generate(params, cfg, ids, np.ones_like(ids), px, max_new_tokens=6, eos_id=-1,
+                             temperature=0.7, top_k=1, top_p=0.9, rng=jax.random.key(3))
+    np.testing.assert_array_equal(np.asarray(top1.tokens), np.asarray(greedy.tokens))

@@ -1,6 +1,8 @@
 """Hugging Face interop: read and write safetensors checkpoints of llava-hf, LLaMA and CLIP models.
 
 Supported layouts (key prefixes are detected, so old and new transformers layouts both load):
+  original LLaVA / LLaVA-RLHF    `LlavaLlamaForCausalLM`: `model.*` LLaMA + `model.mm_projector.*`, CLIP from
+                                 a separate directory (`import_llava_original`)
   LlavaForConditionalGeneration  `model.vision_tower.*` | `vision_tower.vision_model.*`,
                                  `model.multi_modal_projector.*` | `multi_modal_projector.*`,
                                  `model.language_model.*` | `language_model.model.*`, `lm_head.*`
@@ -288,6 +290,62 @@ def import_llava(path: str | os.PathLike, *, dtype="float32", param_dtype: str |
     return cfg, _finish(params, dtype, shardings)
 
 
+def import_llava_original(path: str | os.PathLike, *, vision_tower: str | os.PathLike | None = None,
+                          dtype="float32", image_token_id: int = 32000) -> tuple[LlavaConfig, dict]:
+    """Reads an original-LLaVA (`LlavaLlamaForCausalLM`, haotian-liu/LLaVA and LLaVA-RLHF) checkpoint.
+
+    Those directories hold the LLaMA weights plus `model.mm_projector.*`, and name the CLIP tower in
+    `config.json` (`mm_vision_tower`, e.g. "openai/clip-vit-large-patch14-336") instead of always shipping it.
+    Pass `vision_tower=` a local `CLIPVisionModel`/`CLIPModel` directory unless the checkpoint includes the
+    tower's weights. The image placeholder gets `image_token_id` (default 32000, outside the 32000-token
+    vocabulary, like the original's -200 sentinel).
+    """
+    path = Path(path)
+    raw = _read_config(path)
+    if "mm_vision_tower" not in raw and "mm_hidden_size" not in raw:
+        raise CheckpointError(f"{path}/config.json: no mm_vision_tower / mm_hidden_size; not an original LLaVA checkpoint")
+    strategy = raw.get("mm_vision_select_feature", "patch")
+    if strategy != "patch":
+        raise CheckpointError(f"{path}: mm_vision_select_feature {strategy!r} unsupported (LLaVA drops CLS: 'patch')")
+    t = _Tensors(path)
+    text_cfg = text_config_from_hf(raw)
+    proj_kind = raw.get("mm_projector_type", "linear")
+    pp = (t.prefix_of("mm_projector.weight") or t.prefix_of("mm_projector.0.weight") or "") + "mm_projector."
+    if proj_kind == "linear":
+        projector = {"w": np.asarray(t.get(pp + "weight")).T, "b": np.asarray(t.get(pp + "bias"))}
+    elif proj_kind == "mlp2x_gelu":
+        projector = {"fc1": {"w": np.asarray(t.get(pp + "0.weight")).T, "b": np.asarray(t.get(pp + "0.bias"))},
+                     "fc2": {"w": np.asarray(t.get(pp + "2.weight")).T, "b": np.asarray(t.get(pp + "2.bias"))}}
+    else:
+        raise CheckpointError(f"{path}: mm_projector_type {proj_kind!r} unsupported (linear or mlp2x_gelu)")
+    if t.prefix_of("embeddings.patch_embedding.weight") is not None and vision_tower is None:
+        clip_t, clip_raw = t, raw.get("vision_config") or {}
+        if not clip_raw:
+            raise CheckpointError(f"{path}: the checkpoint includes CLIP weights but no vision_config; pass vision_tower=")
+    else:
+        if vision_tower is None:
+            raise CheckpointError(f"{path}: the CLIP tower {raw.get('mm_vision_tower')!r} is not in the checkpoint; "
+                                  "pass vision_tower=<local CLIPVisionModel or CLIPModel directory>")
+        clip_t = _Tensors(vision_tower)
+        clip_raw = _read_config(Path(vision_tower))
+        clip_raw = clip_raw.get("vision_config", clip_raw)
+    vision_cfg = vision_config_from_hf(clip_raw)
+    if projector.get("w", projector.get("fc1", {}).get("w")).shape[0] != vision_cfg.hidden_size:
+        raise CheckpointError(f"{path}: projector input width does not match the CLIP tower's hidden size "
+                              f"{vision_cfg.hidden_size}")
+    cfg = LlavaConfig(vision=vision_cfg, text=text_cfg, projector=proj_kind,
+                      vision_feature_layer=int(raw.get("mm_vision_select_layer", -2)), image_token_id=image_token_id,
+                      param_dtype=str(jnp.dtype(dtype)), compute_dtype=str(jnp.dtype(dtype)))
+    head = t.prefix_of("lm_head.weight")
+    params = {
+        "vision": _load_clip(clip_t, vision_cfg, clip_t.prefix_of("embeddings.patch_embedding.weight")),
+        "projector": projector,
+        "llm": _load_llama(t, text_cfg, t.prefix_of("embed_tokens.weight"),
+                           None if head is None else head + "lm_head.weight"),
+    }
+    return cfg, _finish(params, dtype)
+
+
 # --------------------------------------------------------------------------------------------------
 # writing
 
@@ -442,9 +500,21 @@ def export_clip(cfg: VisionConfig, params: dict, path: str | os.PathLike, *, dty
 
 
 def is_llava_dir(path: str | os.PathLike) -> bool:
+    """A llava-hf `LlavaForConditionalGeneration` directory."""
     cfg = Path(path) / "config.json"
     if not cfg.exists():
         return False
     with open(cfg) as f:
-        return "vision_config" in json.load(f)
+        raw = json.load(f)
+    return "vision_config" in raw and "text_config" in raw
+
+
+def is_original_llava_dir(path: str | os.PathLike) -> bool:
+    """An original-LLaVA `LlavaLlamaForCausalLM` directory (LLaVA, LLaVA-RLHF releases)."""
+    cfg = Path(path) / "config.json"
+    if not cfg.exists():
+        return False
+    with open(cfg) as f:
+        raw = json.load(f)
+    return "mm_vision_tower" in raw or "mm_hidden_size" in raw
 

@@ -46,8 +46,9 @@ class ChatModel:
     # ---------------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, *, tokenizer: str | Path | None = None, dtype: str | None = None,
-             **kwargs: Any) -> "ChatModel":
-        """From a llava-hf directory (tokenizer files in it, or `tokenizer=`), or a training workdir."""
+             vision_tower: str | Path | None = None, **kwargs: Any) -> "ChatModel":
+        """From a llava-hf directory, an original-LLaVA / LLaVA-RLHF directory (+ `vision_tower=` a local CLIP
+        directory), or a training workdir. Tokenizer files come from `path` unless `tokenizer=` is given."""
         from transformers import AutoTokenizer
 
         path = Path(path)
@@ -55,10 +56,15 @@ class ChatModel:
             cfg, params = hf.import_llava(path, dtype=dtype or "float32")
             tok = AutoTokenizer.from_pretrained(str(tokenizer or path))
             return cls(cfg, params, tok, **kwargs)
+        if hf.is_original_llava_dir(path):
+            cfg, params = hf.import_llava_original(path, vision_tower=vision_tower, dtype=dtype or "float32")
+            tok = AutoTokenizer.from_pretrained(str(tokenizer or path))
+            return cls(cfg, params, tok, **kwargs)
         if (path / "config.json").exists() and (path / "checkpoints").exists():
             return cls._from_workdir(path, tokenizer, **kwargs)
-        raise FileNotFoundError(f"{path}: neither a llava-hf checkpoint (config.json with vision_config) "
-                                "nor a training workdir (config.json + checkpoints/)")
+        raise FileNotFoundError(f"{path}: neither a llava-hf checkpoint (config.json with vision_config), an "
+                                "original LLaVA checkpoint (config.json with mm_vision_tower) nor a training "
+                                "workdir (config.json + checkpoints/)")
 
     @classmethod
     def _from_workdir(cls, workdir: Path, tokenizer, **kwargs) -> "ChatModel":

@@ -2,6 +2,9 @@
 
   fact-rlhf convert to-hf --workdir RUN --out DIR [--dtype bfloat16]
       latest checkpoint of a training run -> llava-hf directory (+ tokenizer); LoRA adapters are merged.
+  fact-rlhf convert from-original --model DIR --vision-tower CLIP_DIR --out HF_DIR
+      original LLaVA / LLaVA-RLHF checkpoint (`LlavaLlamaForCausalLM` + mm_projector; CLIP named in its
+      config) -> llava-hf directory (+ tokenizer), loadable by transformers and by every command here.
   fact-rlhf convert check --hf DIR
       imports a llava-hf directory and prints its config and parameter count.
 """
@@ -18,6 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     to_hf.add_argument("--out", required=True)
     to_hf.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the run's data.tokenizer)")
     to_hf.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    orig = sub.add_parser("from-original", help="original LLaVA / LLaVA-RLHF checkpoint -> llava-hf directory")
+    orig.add_argument("--model", required=True, help="LlavaLlamaForCausalLM directory (safetensors)")
+    orig.add_argument("--vision-tower", default=None, help="local CLIPVisionModel / CLIPModel directory")
+    orig.add_argument("--out", required=True)
+    orig.add_argument("--tokenizer", default=None, help="tokenizer dir (default: --model)")
+    orig.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     check = sub.add_parser("check", help="import a llava-hf directory and summarise it")
     check.add_argument("--hf", required=True)
 
@@ -34,6 +43,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from fact_rlhf_jax.inference import ChatModel
 
+    if args.action == "from-original":
+        from transformers import AutoTokenizer
+
+        cfg, params = hf.import_llava_original(args.model, vision_tower=args.vision_tower, dtype=args.dtype)
+        hf.export_llava(cfg, params, args.out, dtype=args.dtype)
+        AutoTokenizer.from_pretrained(args.tokenizer or args.model).save_pretrained(args.out)
+        print(f"wrote {args.out}")
+        return 0
     model = ChatModel.load(args.workdir, tokenizer=args.tokenizer)
     params = model.params
     if model.lora is not None:

@@ -8,8 +8,9 @@ from fact_rlhf_jax.train.defaults import base_config
 def sft_base() -> ml_collections.ConfigDict:
     c = base_config()
     c.stage = "sft"
+    # loss_chunk > 0: cross-entropy from hidden states, that many positions of logits at a time.
     c.model = ml_collections.ConfigDict(dict(preset="tiny", overrides={}, vocab_from_tokenizer=False,
-                                             image_token_from_tokenizer=False))
+                                             image_token_from_tokenizer=False, loss_chunk=0))
     # CLIP frozen, projector + LLM trained (full fine-tune), as in the reference SFT.
     c.trainable = ("projector/.*", "llm/.*")
     c.frozen = ()

@@ -24,6 +24,7 @@ _spec.loader.exec_module(common)
 def get_config(arg=None):
     c = common.sft_base()
     c.model.preset = "llava_7b_224"
+    c.model.loss_chunk = 512  # never materialise [batch, 1.5k, 32000] float32 logits
     c.data.train = [("data/llava_rlhf/mix-llava-sft90k-vqav2_83k-okvqa_16k-flickr_23k.json", "data/images", 1.0)]
     c.data.eval = []
     c.data.tokenizer = "checkpoints/vicuna-7b-v1.5"

@@ -28,6 +28,38 @@ def shifted_token_nll(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, 
     return nll, valid, correct
 
 
+def shifted_token_nll_chunked(hidden: jax.Array, lm_head: jax.Array, labels: jax.Array,
+                              chunk: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`shifted_token_nll` from final hidden states, without materialising [B, T, V] logits.
+
+    hidden [B, T, D], lm_head [D, V], labels [B, T]. The sequence is cut into chunks of `chunk` positions;
+    each chunk's logits [B, chunk, V] are computed, reduced to NLL / argmax and dropped, and recomputed in
+    the backward pass (`jax.checkpoint`), so peak memory holds one chunk of logits instead of all of them.
+    """
+    h = hidden[:, :-1]
+    targets = labels[:, 1:]
+    b, t, d = h.shape
+    n = -(-t // chunk)
+    pad = n * chunk - t
+    h = jnp.pad(h, ((0, 0), (0, pad), (0, 0))).reshape(b, n, chunk, d).swapaxes(0, 1)
+    tg = jnp.pad(targets, ((0, 0), (0, pad)), constant_values=IGNORE_INDEX).reshape(b, n, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def one_chunk(xs):
+        hx, tx = xs
+        logits = jnp.einsum("bcd,dv->bcv", hx, lm_head.astype(hx.dtype), preferred_element_type=jnp.float32)
+        valid = tx != IGNORE_INDEX
+        safe = jnp.where(valid, tx, 0)
+        target_logit = jnp.take_along_axis(logits, safe[..., None], axis=-1)[..., 0]
+        nll = jnp.where(valid, jax.nn.logsumexp(logits, axis=-1) - target_logit, 0.0)
+        return nll, (jnp.argmax(logits, axis=-1) == safe) & valid
+
+    nll, correct = jax.lax.map(one_chunk, (h, tg))
+    nll = nll.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
+    correct = correct.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
+    return nll, targets != IGNORE_INDEX, correct
+
+
 def sft_loss_terms(logits: jax.Array, labels: jax.Array) -> LossTerms:
     """Mean cross-entropy over supervised tokens, as sums for exact accumulation.
 
@@ -36,7 +68,16 @@ def sft_loss_terms(logits: jax.Array, labels: jax.Array) -> LossTerms:
       loss_per_sequence  mean over sequences with at least one supervised token of their mean token NLL
       accuracy           argmax next-token accuracy on supervised tokens
     """
-    nll, valid, correct = shifted_token_nll(logits, labels)
+    return token_loss_terms(*shifted_token_nll(logits, labels))
+
+
+def sft_loss_terms_chunked(hidden: jax.Array, lm_head: jax.Array, labels: jax.Array, chunk: int) -> LossTerms:
+    """`sft_loss_terms` from hidden states, `chunk` positions of logits at a time."""
+    return token_loss_terms(*shifted_token_nll_chunked(hidden, lm_head, labels, chunk))
+
+
+def token_loss_terms(nll: jax.Array, valid: jax.Array, correct: jax.Array) -> LossTerms:
+    """LossTerms (sums over supervised tokens, per-token / per-sequence / accuracy metrics) from per-token NLLs."""
     valid_f = valid.astype(jnp.float32)
     total = nll.sum()
     weight = valid_f.sum()

@@ -6,6 +6,8 @@ Config groups read here (besides the loop's, see `train.defaults`):
   model.overrides         dict passed to `preset(name, **overrides)`; nested `text` / `vision` dicts allowed
   model.vocab_from_tokenizer  set text.vocab_size to the tokenizer's size (toy tokenizers)
   model.image_token_from_tokenizer  use the tokenizer's `<image>` id as `image_token_id`
+  model.loss_chunk        > 0: cross-entropy from hidden states, this many positions of logits at a time
+                          (never materialises [B, T, vocab] logits; 0 = plain logits)
   lora.rank               0 = full fine-tune; > 0 trains LoRA adapters on a frozen base
   lora.alpha, lora.targets
   init.hf_llava           llava-hf checkpoint dir to start from (all weights)
@@ -33,7 +35,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from fact_rlhf_jax.train.losses import sft_loss_terms
+from fact_rlhf_jax.train.losses import sft_loss_terms, sft_loss_terms_chunked
 from fact_rlhf_jax.train.stage import LossTerms, Stage
 
 log = logging.getLogger(__name__)
@@ -132,7 +134,16 @@ class SFTStage(Stage):
         return out.logits
 
     def loss(self, params, batch, rng) -> LossTerms:
-        return sft_loss_terms(self.logits(params, batch), batch["labels"])
+        chunk = int(self.config.model.get("loss_chunk", 0) or 0)
+        if not chunk:
+            return sft_loss_terms(self.logits(params, batch), batch["labels"])
+        from fact_rlhf_jax.models import llava
+
+        base, adapters = (params["base"], params["lora"]) if self.lora_rank else (params, None)
+        hidden = llava.hidden_states(base, self.model_cfg, batch["input_ids"], batch["pixel_values"],
+                                     batch["attention_mask"], lora=adapters,
+                                     lora_scale=self.lora_scale if self.lora_rank else 1.0)
+        return sft_loss_terms_chunked(hidden, base["llm"]["lm_head"], batch["labels"], chunk)
 
     def load_pretrained(self, params, shardings):
         init = self.config.get("init", None)

@@ -22,28 +22,4 @@ _spec.loader.exec_module(common)
 
 
 def get_config(arg=None):
-    c = common.sft_base()
-    c.model.preset = "llava_13b_336"
-    c.model.loss_chunk = 512  # never materialise [batch, 1.5k, 32000] float32 logits
-    c.data.train = [("data/llava_rlhf/mix-llava-sft90k-vqav2_83k-okvqa_16k-flickr_23k.json", "data/images", 1.0)]
-    c.data.eval = []
-    c.data.tokenizer = "checkpoints/vicuna-13b-v1.5"
-    c.data.template = "vicuna_v1"
-    c.data.max_text_length = 1280
-    c.data.read_threads = 16
-    c.batch_size = 128
-    c.grad_accum = 8  # 16 sequences per forward pass; raise on larger slices
-    c.num_epochs = 3.0
-    c.num_steps = -1
-    c.optim.lr = 2e-5
-    c.optim.schedule = "cosine"
-    c.optim.warmup_ratio = 0.03
-    c.optim.weight_decay = 0.0
-    c.optim.clip_norm = 1.0
-    c.trainable = ("projector/.*", "llm/.*")
-    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
-    c.checkpoint.every = 500
-    c.checkpoint.keep = 2
-    c.log_every = 10
-    c.eval_every = 1000
-    return c
+    return common.reference_sft("llava_13b_336", "checkpoints/vicuna-13b-v1.5", grad_accum=8)  # 16 sequences per pass

@@ -111,13 +111,13 @@ def _settings_record(cfg: Any, mode: str) -> dict[str, Any]:
     )
 
 
-def _make_judge(cfg: Any, *, allow_rule: bool, system: str | None = None):
+def _make_judge(cfg: Any, *, allow_rule: bool, system: str | None = None, labels: Any = ()):
     j = cfg.judge
     if j.kind == "rule":
         if not allow_rule:
             raise JudgeFatalError("the rule judge exists only for MMHal-Bench; use config.judge.kind=chat")
         synonyms = cfg.get("synonyms") or DEFAULT_SYNONYMS
-        return RuleJudge(ObjectVocabulary.from_file(synonyms))
+        return RuleJudge(ObjectVocabulary.from_file(synonyms), benchmark_labels=labels)
     if j.kind != "chat":
         raise JudgeFatalError(f"config.judge.kind must be 'chat' or 'rule', got {j.kind!r}")
     settings = JudgeSettings(
@@ -189,7 +189,7 @@ def _run_mmhal(args: argparse.Namespace) -> int:
     already_judged = all(isinstance(r.get("judge_response"), str) for r in records)
     failures = 0
     if args.rejudge or not already_judged:
-        judge = _make_judge(cfg, allow_rule=True)
+        judge = _make_judge(cfg, allow_rule=True, labels=[l for r in records for l in r["image_content"]])
         records, judge_run = mmhal.judge_records(
             records, judge, load_template(cfg.judge_template), os.path.join(args.out_dir, "mmhal_judgements.jsonl"),
             retry_unparsed=int(cfg.judge.retry_unparsed), show_progress=not args.no_progress,

@@ -77,3 +77,18 @@ RULE_CASES = [
 def test_rule_judge(record, response, rating):
     review = RuleJudge().review("", dict(record, model_answer=response))
     assert review.splitlines()[-1] == f"Rating: {rating}"
+
+
+def test_rule_judge_knows_objects_that_only_other_images_contain():
+    """ShapesWorld-style labels are not COCO objects: the judge learns them from the whole benchmark."""
+    judge = RuleJudge(benchmark_labels=["orange star", "black diamond", "red cross", "purple triangle"])
+    record = dict(image_content=["purple triangle"], question="Is the purple triangle small, medium or large?",
+                  gt_answer="The purple triangle is large.")
+    # "red star" is no label anywhere, but its head noun "star" is (from "orange star"): hallucinated.
+    rating, review = judge.rate(**record, response="The purple triangle is large. There is a red star.")
+    assert "star" in review.split(":")[1] and rating == 2  # hallucination, key word "large" covered
+    rating, review = judge.rate(**record, response="The purple triangle is large.")
+    assert rating == 5 and "none" in review
+    # Without the benchmark's labels nothing marks the star: the old behaviour on non-COCO worlds.
+    rating, _ = RuleJudge().rate(**record, response="The purple triangle is large. There is a red star.")
+    assert rating == 5

@@ -25,10 +25,14 @@ class PopeQuestion:
     label: bool  # True = "yes"
 
 
+POPE_SPLITS = ("random", "popular", "adversarial")
+
+
 def split_name(path: str) -> str:
-    """`coco_pope_adversarial.jsonl` -> `adversarial`; any other file -> its stem."""
+    """`coco_pope_adversarial.jsonl` / `shapesworld_pope_random.jsonl` -> the split; any other file -> its stem."""
     stem = os.path.splitext(os.path.basename(path))[0]
-    return stem.rsplit("_", 1)[-1] if stem.startswith("coco_pope_") else stem
+    prefix, _, last = stem.rpartition("_")
+    return last if prefix.endswith("pope") and last in POPE_SPLITS else stem
 
 
 def load_questions(path: str) -> list[PopeQuestion]:

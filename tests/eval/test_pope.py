@@ -92,3 +92,12 @@ def test_generate_mode_prompts_settings_and_resume(tmp_path, monkeypatch):
     assert [json.loads(line)["question_id"] for line in lines] == [0, 1, 2, 3, 4, 5]
     rows = json.loads((out_dir / "results.json").read_text())["pope"]["results"]
     assert rows["random"] == pytest.approx(EXPECTED)
+
+
+def test_split_names_of_coco_and_shapesworld_files():
+    from fact_rlhf_jax.eval.pope import split_name
+
+    assert split_name("Eval/pope/coco_pope_adversarial.jsonl") == "adversarial"
+    assert split_name("world/pope/shapesworld_pope_popular.jsonl") == "popular"
+    assert split_name("my_questions.jsonl") == "my_questions"
+    assert split_name("coco_pope_custom.jsonl") == "coco_pope_custom"

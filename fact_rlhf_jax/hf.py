@@ -499,22 +499,21 @@ def export_clip(cfg: VisionConfig, params: dict, path: str | os.PathLike, *, dty
     return path
 
 
-def is_llava_dir(path: str | os.PathLike) -> bool:
-    """A llava-hf `LlavaForConditionalGeneration` directory."""
+def _config_if_any(path: str | os.PathLike) -> dict:
     cfg = Path(path) / "config.json"
     if not cfg.exists():
-        return False
+        return {}
     with open(cfg) as f:
-        raw = json.load(f)
+        return json.load(f)
+
+
+def is_llava_dir(path: str | os.PathLike) -> bool:
+    """A llava-hf `LlavaForConditionalGeneration` directory."""
+    raw = _config_if_any(path)
     return "vision_config" in raw and "text_config" in raw
 
 
 def is_original_llava_dir(path: str | os.PathLike) -> bool:
     """An original-LLaVA `LlavaLlamaForCausalLM` directory (LLaVA, LLaVA-RLHF releases)."""
-    cfg = Path(path) / "config.json"
-    if not cfg.exists():
-        return False
-    with open(cfg) as f:
-        raw = json.load(f)
+    raw = _config_if_any(path)
     return "mm_vision_tower" in raw or "mm_hidden_size" in raw
-

@@ -125,13 +125,7 @@ class ChatModel:
             prompts = [self.encode(q, im is not None, conv_mode) for q, im in zip(qs, ims)]
             n = len(prompts)
             rows = self.batch_size  # fixed batch shape: one compile for every chunk
-            t = max(len(p) for p in prompts)
-            ids = np.full((rows, t), self.pad_id, np.int32)
-            mask = np.zeros((rows, t), np.int32)
-            for i in range(rows):
-                p = prompts[min(i, n - 1)]
-                ids[i, t - len(p):] = p
-                mask[i, t - len(p):] = 1
+            ids, mask = sampling.left_pad_prompts(prompts, self.pad_id, rows)
             px = np.stack([self.pixels(ims[min(i, n - 1)]) for i in range(rows)])
             self._rng, key = jax.random.split(self._rng)
             out = sampling.generate(self.params, self.cfg, ids, mask, px, rng=key, max_new_tokens=max_new_tokens,

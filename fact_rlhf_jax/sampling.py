@@ -45,6 +45,24 @@ def left_pad(input_ids: np.ndarray, attention_mask: np.ndarray, length: int, pad
     return ids, mask
 
 
+def left_pad_prompts(prompts: Sequence[Sequence[int]], pad_id: int, rows: int | None = None):
+    """Ragged prompts -> left-padded (input_ids, attention_mask) int32 [rows, max_len].
+
+    With `rows` > len(prompts), the extra rows repeat the last prompt (a fixed batch shape, one compile).
+    """
+    if not prompts:
+        raise ValueError("no prompts")
+    rows = len(prompts) if rows is None else rows
+    t = max(len(p) for p in prompts)
+    ids = np.full((rows, t), pad_id, np.int32)
+    mask = np.zeros((rows, t), np.int32)
+    for i in range(rows):
+        p = prompts[min(i, len(prompts) - 1)]
+        ids[i, t - len(p):] = p
+        mask[i, t - len(p):] = 1
+    return ids, mask
+
+
 def _filter_logits(logits: jax.Array, top_p: jax.Array, top_k: int) -> jax.Array:
     """logits [B, V] float32 -> logits with tokens outside top-k / the top-p nucleus set to -inf."""
     neg = jnp.finfo(jnp.float32).min

@@ -7,7 +7,7 @@ import transformers as T
 
 import jax.numpy as jnp
 
-from fact_rlhf_jax import hf
+from fact_rlhf_jax import hf, sampling
 from fact_rlhf_jax.models import clip, llama, llava
 from tests.models import hf_fixtures as F
 
@@ -20,17 +20,9 @@ def _pixels(batch, seed=0):
 
 def _left_padded_batch(rng):
     """Two rows, different lengths, left padded; image block after BOS in each row."""
-    rows = []
-    for n_text in (5, 9):
-        ids = [1] + [F.IMAGE_TOKEN] * F.NUM_PATCHES + list(rng.integers(3, F.IMAGE_TOKEN - 1, size=n_text))
-        rows.append(ids)
-    t = max(map(len, rows))
-    input_ids = np.zeros((2, t), np.int32)
-    mask = np.zeros((2, t), np.int32)
-    for i, r in enumerate(rows):
-        input_ids[i, t - len(r):] = r
-        mask[i, t - len(r):] = 1
-    return input_ids, mask
+    rows = [[1] + [F.IMAGE_TOKEN] * F.NUM_PATCHES + list(rng.integers(3, F.IMAGE_TOKEN - 1, size=n_text))
+            for n_text in (5, 9)]
+    return sampling.left_pad_prompts(rows, pad_id=0)
 
 
 def test_clip_hidden_states_match_hf(tmp_path):

@@ -16,12 +16,8 @@ def test_greedy_matches_transformers_generate_left_padded(tmp_path):
     cfg, params = hf.import_llava(tmp_path)
     rng = np.random.default_rng(0)
     rows = [[1] + [F.IMAGE_TOKEN] * F.NUM_PATCHES + list(rng.integers(3, 90, size=k)) for k in (3, 8, 5)]
-    t = max(map(len, rows))
-    ids = np.zeros((3, t), np.int64)
-    mask = np.zeros((3, t), np.int64)
-    for i, r in enumerate(rows):
-        ids[i, t - len(r):] = r
-        mask[i, t - len(r):] = 1
+    ids, mask = (x.astype(np.int64) for x in sampling.left_pad_prompts(rows, pad_id=0))
+    t = ids.shape[1]
     px = rng.normal(size=(3, 3, F.IMAGE_SIZE, F.IMAGE_SIZE)).astype(np.float32)
     n_new = 12
     # Make EOS likely to be hit by some rows: the oracle decides where each row stops.
@@ -136,3 +132,9 @@ def test_top_k_one_sampling_equals_greedy(tmp_path):
     top1 = sampling.generate(params, cfg, ids, np.ones_like(ids), px, max_new_tokens=6, eos_id=-1,
                              temperature=0.7, top_k=1, top_p=0.9, rng=jax.random.key(3))
     np.testing.assert_array_equal(np.asarray(top1.tokens), np.asarray(greedy.tokens))
+
+
+def test_left_pad_prompts_against_hand_written_arrays():
+    ids, mask = sampling.left_pad_prompts([[5, 6, 7], [8]], pad_id=0, rows=3)
+    np.testing.assert_array_equal(ids, [[5, 6, 7], [0, 0, 8], [0, 0, 8]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1], [0, 0, 1], [0, 0, 1]])

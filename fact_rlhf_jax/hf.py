@@ -228,12 +228,8 @@ def import_clip(path: str | os.PathLike, *, dtype="float32") -> tuple[VisionConf
     return cfg, _finish(_load_clip(t, cfg, prefix), dtype)
 
 
-def import_llava(path: str | os.PathLike, *, dtype="float32", param_dtype: str | None = None,
-                 compute_dtype: str | None = None, mesh=None, rules=None) -> tuple[LlavaConfig, dict]:
-    """Reads a llava-hf `LlavaForConditionalGeneration` safetensors directory -> (LlavaConfig, params).
-
-    With `mesh`, every tensor goes straight to its sharding (no full copy on one device).
-    """
+def read_llava_config(path: str | os.PathLike, *, dtype="float32", compute_dtype: str | None = None) -> LlavaConfig:
+    """The `LlavaConfig` of a llava-hf `LlavaForConditionalGeneration` directory (config.json only, no weights)."""
     path = Path(path)
     raw = _read_config(path)
     for key in ("vision_config", "text_config"):
@@ -246,41 +242,47 @@ def import_llava(path: str | os.PathLike, *, dtype="float32", param_dtype: str |
     if not isinstance(layer, int):
         raise CheckpointError(f"{path}: vision_feature_layer {layer!r} must be a single int")
     act = raw.get("projector_hidden_act", "gelu")
+    projectors = {"linear": "linear", "gelu": "mlp2x_gelu"}
+    if act not in projectors:
+        raise CheckpointError(f"{path}: projector_hidden_act {act!r} unsupported (gelu or linear)")
+    return LlavaConfig(vision=vision_config_from_hf(raw["vision_config"]), text=text_config_from_hf(raw["text_config"]),
+                       projector=projectors[act], vision_feature_layer=layer,
+                       image_token_id=int(raw.get("image_token_index", raw.get("image_token_id", 32000))),
+                       param_dtype=str(jnp.dtype(dtype)), compute_dtype=compute_dtype or str(jnp.dtype(dtype)))
+
+
+def import_llava(path: str | os.PathLike, *, dtype="float32", param_dtype: str | None = None,
+                 compute_dtype: str | None = None, mesh=None, rules=None) -> tuple[LlavaConfig, dict]:
+    """Reads a llava-hf `LlavaForConditionalGeneration` safetensors directory -> (LlavaConfig, params).
+
+    With `mesh`, every tensor goes straight to its sharding (no full copy on one device).
+    """
+    path = Path(path)
+    dtype = param_dtype or dtype
+    cfg = read_llava_config(path, dtype=dtype, compute_dtype=compute_dtype)
     t = _Tensors(path)
     keys = t.keys()
     proj_prefix = t.prefix_of("multi_modal_projector.linear_1.weight")
     if proj_prefix is None:
         raise CheckpointError(f"{path}: no multi_modal_projector weights")
     pp = proj_prefix + "multi_modal_projector."
-    if act == "linear":
-        projector_kind = "linear"
-    elif act == "gelu":
-        projector_kind = "mlp2x_gelu"
-    else:
-        raise CheckpointError(f"{path}: projector_hidden_act {act!r} unsupported (gelu or linear)")
     w1 = np.asarray(t.get(pp + "linear_1.weight")).T
     b1 = np.asarray(t.get(pp + "linear_1.bias")) if pp + "linear_1.bias" in keys else np.zeros(w1.shape[1], w1.dtype)
     w2 = np.asarray(t.get(pp + "linear_2.weight")).T
     b2 = np.asarray(t.get(pp + "linear_2.bias")) if pp + "linear_2.bias" in keys else np.zeros(w2.shape[1], w2.dtype)
-    if projector_kind == "linear":
+    if cfg.projector == "linear":
         # A linear projector is exported as linear_2(identity(linear_1 x)); fold linear_2 back in.
         projector = {"w": w1 @ w2, "b": b1 @ w2 + b2}
     else:
         projector = {"fc1": {"w": w1, "b": b1}, "fc2": {"w": w2, "b": b2}}
 
-    text_cfg = text_config_from_hf(raw["text_config"])
-    vision_cfg = vision_config_from_hf(raw["vision_config"])
-    dtype = param_dtype or dtype
-    cfg = LlavaConfig(vision=vision_cfg, text=text_cfg, projector=projector_kind, vision_feature_layer=layer,
-                      image_token_id=int(raw.get("image_token_index", raw.get("image_token_id", 32000))),
-                      param_dtype=str(jnp.dtype(dtype)), compute_dtype=compute_dtype or str(jnp.dtype(dtype)))
     llm_prefix = t.prefix_of("embed_tokens.weight")
     vis_prefix = t.prefix_of("embeddings.patch_embedding.weight")
     head = t.prefix_of("lm_head.weight")
     params = {
-        "vision": _load_clip(t, vision_cfg, vis_prefix),
+        "vision": _load_clip(t, cfg.vision, vis_prefix),
         "projector": projector,
-        "llm": _load_llama(t, text_cfg, llm_prefix, None if head is None else head + "lm_head.weight"),
+        "llm": _load_llama(t, cfg.text, llm_prefix, None if head is None else head + "lm_head.weight"),
     }
     shardings = None
     if mesh is not None:
@@ -288,6 +290,32 @@ def import_llava(path: str | os.PathLike, *, dtype="float32", param_dtype: str |
 
         shardings = llava.param_shardings(cfg, mesh, rules)
     return cfg, _finish(params, dtype, shardings)
+
+
+def read_original_llava_config(path: str | os.PathLike, *, vision_tower: str | os.PathLike | None = None,
+                               dtype="float32", image_token_id: int = 32000) -> LlavaConfig:
+    """The `LlavaConfig` of an original-LLaVA checkpoint (config.json, plus the CLIP tower's when it is separate)."""
+    path = Path(path)
+    raw = _read_config(path)
+    if "mm_vision_tower" not in raw and "mm_hidden_size" not in raw:
+        raise CheckpointError(f"{path}/config.json: no mm_vision_tower / mm_hidden_size; not an original LLaVA checkpoint")
+    strategy = raw.get("mm_vision_select_feature", "patch")
+    if strategy != "patch":
+        raise CheckpointError(f"{path}: mm_vision_select_feature {strategy!r} unsupported (LLaVA drops CLS: 'patch')")
+    proj_kind = raw.get("mm_projector_type", "linear")
+    if proj_kind not in ("linear", "mlp2x_gelu"):
+        raise CheckpointError(f"{path}: mm_projector_type {proj_kind!r} unsupported (linear or mlp2x_gelu)")
+    if vision_tower is not None:
+        clip_raw = _read_config(Path(vision_tower))
+        clip_raw = clip_raw.get("vision_config", clip_raw)
+    elif raw.get("vision_config"):
+        clip_raw = raw["vision_config"]
+    else:
+        raise CheckpointError(f"{path}: the CLIP tower {raw.get('mm_vision_tower')!r} is not described in the "
+                              "checkpoint; pass vision_tower=<local CLIPVisionModel or CLIPModel directory>")
+    return LlavaConfig(vision=vision_config_from_hf(clip_raw), text=text_config_from_hf(raw), projector=proj_kind,
+                       vision_feature_layer=int(raw.get("mm_vision_select_layer", -2)), image_token_id=image_token_id,
+                       param_dtype=str(jnp.dtype(dtype)), compute_dtype=str(jnp.dtype(dtype)))
 
 
 def import_llava_original(path: str | os.PathLike, *, vision_tower: str | os.PathLike | None = None,
@@ -301,46 +329,30 @@ def import_llava_original(path: str | os.PathLike, *, vision_tower: str | os.Pat
     vocabulary, like the original's -200 sentinel).
     """
     path = Path(path)
-    raw = _read_config(path)
-    if "mm_vision_tower" not in raw and "mm_hidden_size" not in raw:
-        raise CheckpointError(f"{path}/config.json: no mm_vision_tower / mm_hidden_size; not an original LLaVA checkpoint")
-    strategy = raw.get("mm_vision_select_feature", "patch")
-    if strategy != "patch":
-        raise CheckpointError(f"{path}: mm_vision_select_feature {strategy!r} unsupported (LLaVA drops CLS: 'patch')")
     t = _Tensors(path)
-    text_cfg = text_config_from_hf(raw)
-    proj_kind = raw.get("mm_projector_type", "linear")
+    has_clip = t.prefix_of("embeddings.patch_embedding.weight") is not None
+    if not has_clip and vision_tower is None:
+        raw = _read_config(path)
+        raise CheckpointError(f"{path}: the CLIP tower {raw.get('mm_vision_tower')!r} is not in the checkpoint; "
+                              "pass vision_tower=<local CLIPVisionModel or CLIPModel directory>")
+    if has_clip and vision_tower is None and not _read_config(path).get("vision_config"):
+        raise CheckpointError(f"{path}: the checkpoint includes CLIP weights but no vision_config; pass vision_tower=")
+    cfg = read_original_llava_config(path, vision_tower=vision_tower, dtype=dtype, image_token_id=image_token_id)
+    clip_t = t if (has_clip and vision_tower is None) else _Tensors(vision_tower)
     pp = (t.prefix_of("mm_projector.weight") or t.prefix_of("mm_projector.0.weight") or "") + "mm_projector."
-    if proj_kind == "linear":
+    if cfg.projector == "linear":
         projector = {"w": np.asarray(t.get(pp + "weight")).T, "b": np.asarray(t.get(pp + "bias"))}
-    elif proj_kind == "mlp2x_gelu":
+    else:
         projector = {"fc1": {"w": np.asarray(t.get(pp + "0.weight")).T, "b": np.asarray(t.get(pp + "0.bias"))},
                      "fc2": {"w": np.asarray(t.get(pp + "2.weight")).T, "b": np.asarray(t.get(pp + "2.bias"))}}
-    else:
-        raise CheckpointError(f"{path}: mm_projector_type {proj_kind!r} unsupported (linear or mlp2x_gelu)")
-    if t.prefix_of("embeddings.patch_embedding.weight") is not None and vision_tower is None:
-        clip_t, clip_raw = t, raw.get("vision_config") or {}
-        if not clip_raw:
-            raise CheckpointError(f"{path}: the checkpoint includes CLIP weights but no vision_config; pass vision_tower=")
-    else:
-        if vision_tower is None:
-            raise CheckpointError(f"{path}: the CLIP tower {raw.get('mm_vision_tower')!r} is not in the checkpoint; "
-                                  "pass vision_tower=<local CLIPVisionModel or CLIPModel directory>")
-        clip_t = _Tensors(vision_tower)
-        clip_raw = _read_config(Path(vision_tower))
-        clip_raw = clip_raw.get("vision_config", clip_raw)
-    vision_cfg = vision_config_from_hf(clip_raw)
-    if projector.get("w", projector.get("fc1", {}).get("w")).shape[0] != vision_cfg.hidden_size:
+    if projector.get("w", projector.get("fc1", {}).get("w")).shape[0] != cfg.vision.hidden_size:
         raise CheckpointError(f"{path}: projector input width does not match the CLIP tower's hidden size "
-                              f"{vision_cfg.hidden_size}")
-    cfg = LlavaConfig(vision=vision_cfg, text=text_cfg, projector=proj_kind,
-                      vision_feature_layer=int(raw.get("mm_vision_select_layer", -2)), image_token_id=image_token_id,
-                      param_dtype=str(jnp.dtype(dtype)), compute_dtype=str(jnp.dtype(dtype)))
+                              f"{cfg.vision.hidden_size}")
     head = t.prefix_of("lm_head.weight")
     params = {
-        "vision": _load_clip(clip_t, vision_cfg, clip_t.prefix_of("embeddings.patch_embedding.weight")),
+        "vision": _load_clip(clip_t, cfg.vision, clip_t.prefix_of("embeddings.patch_embedding.weight")),
         "projector": projector,
-        "llm": _load_llama(t, text_cfg, t.prefix_of("embed_tokens.weight"),
+        "llm": _load_llama(t, cfg.text, t.prefix_of("embed_tokens.weight"),
                            None if head is None else head + "lm_head.weight"),
     }
     return cfg, _finish(params, dtype)

@@ -8,7 +8,6 @@ Used by `fact-rlhf generate`, the evaluation harness and notebooks:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,7 +59,9 @@ class ChatModel:
             cfg, params = hf.import_llava_original(path, vision_tower=vision_tower, dtype=dtype or "float32")
             tok = AutoTokenizer.from_pretrained(str(tokenizer or path))
             return cls(cfg, params, tok, **kwargs)
-        if (path / "config.json").exists() and (path / "checkpoints").exists():
+        from fact_rlhf_jax.pretrained import is_workdir
+
+        if is_workdir(path):
             return cls._from_workdir(path, tokenizer, **kwargs)
         raise FileNotFoundError(f"{path}: neither a llava-hf checkpoint (config.json with vision_config), an "
                                 "original LLaVA checkpoint (config.json with mm_vision_tower) nor a training "
@@ -68,37 +69,17 @@ class ChatModel:
 
     @classmethod
     def _from_workdir(cls, workdir: Path, tokenizer, **kwargs) -> "ChatModel":
-        import ml_collections
+        """A training run's model (its card names the base, adapter and tokenizer; see `pretrained`)."""
         from transformers import AutoTokenizer
 
-        from fact_rlhf_jax import sharding
-        from fact_rlhf_jax.models import llava, lora
-        from fact_rlhf_jax.train import sft
+        from fact_rlhf_jax import pretrained
 
-        config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-        tok_dir = tokenizer or config.data.get("tokenizer", "")
-        split_file = workdir / "shapesworld" / "sft_split.json"
-        if not tok_dir and split_file.exists():
-            tok_dir = json.loads(split_file.read_text())["tokenizer"]
-        if not tok_dir:
-            raise ValueError(f"{workdir}/config.json: data.tokenizer is empty; pass tokenizer=")
-        tok = AutoTokenizer.from_pretrained(str(tok_dir))
-        cfg = sft.model_config(config, tok)
-        mesh = sharding.single_device_mesh()
-        rules = sharding.Rules.create()
-        rank = int(config.lora.rank) if "lora" in config else 0
-        like = jax.eval_shape(lambda: llava.init(cfg, jax.random.key(0)))
-        axes = llava.param_axes(cfg)
-        if rank:
-            targets = tuple(config.lora.targets)
-            like = {"base": like, "lora": lora.param_shapes(cfg, rank=rank, targets=targets)}
-            axes = {"base": axes, "lora": lora.param_axes(cfg, rank=rank, targets=targets)}
-        shardings = sharding.shardings_for(like, axes, mesh, rules)
-        params = sft.restore_params_from_workdir(str(workdir), like, shardings)
-        if rank:
-            return cls(cfg, params["base"], tok, lora=params["lora"],
-                       lora_scale=float(config.lora.alpha) / rank, **kwargs)
-        return cls(cfg, params, tok, **kwargs)
+        model = pretrained.load(workdir)
+        if model.card.kind != "llava":
+            raise ValueError(f"{workdir}: a {model.card.kind} model, not a generator; use `fact-rlhf score` for "
+                             "reward models")
+        tok = AutoTokenizer.from_pretrained(str(tokenizer or model.card.tokenizer))
+        return cls(model.cfg, model.params, tok, lora=model.adapter, lora_scale=model.lora_scale, **kwargs)
 
     # ---------------------------------------------------------------------------------------------
     def encode(self, question: str, has_image: bool, conv_mode: str) -> np.ndarray:

@@ -92,10 +92,10 @@ class _Bad:
 
 
 class PrepareExample:
-    """(source, index) -> prepared example dict, or `_Bad` (or raises, when strict)."""
+    """(source, index) -> SFT example dict; raises `BadRecordError` naming the file and record."""
 
     def __init__(self, sources, tokenizer, *, template, image_token_id, num_image_tokens, image_size,
-                 max_length, strict, pad_to_square=True):
+                 max_length, pad_to_square=True):
         self.sources = sources
         self.tokenizer = tokenizer
         self.template = conversation.get_template(template)
@@ -103,36 +103,46 @@ class PrepareExample:
         self.num_image_tokens = int(num_image_tokens)
         self.image_size = int(image_size)
         self.max_length = int(max_length)
-        self.strict = strict
         self.pad_to_square = pad_to_square
 
     def prepare(self, s: int, i: int) -> dict[str, np.ndarray]:
-        src = self.sources[s]
-        rid = None
-        try:
-            rec = src.record(i)
-            rid = src.record_id(i, rec)
-            has_image = src.has_image(rec)
-            tok = conversation.tokenize_conversations(
-                rec.get("conversations"), self.tokenizer, has_image=has_image, template=self.template,
-                image_token_id=self.image_token_id, num_image_tokens=self.num_image_tokens,
-                max_length=self.max_length)
-            if has_image:
-                pixels = image_lib.preprocess(src.load_image(rec), self.image_size, pad_to_square=self.pad_to_square)
-            else:
-                pixels = image_lib.zeros(self.image_size)
-        except errors.BadRecordError as e:
-            raise e.with_context(src.path, rid) from None
+        return with_record(self.sources[s], i, self._prepare)
+
+    def _prepare(self, src, rec) -> dict[str, np.ndarray]:
+        has_image = src.has_image(rec)
+        tok = conversation.tokenize_conversations(
+            rec.get("conversations"), self.tokenizer, has_image=has_image, template=self.template,
+            image_token_id=self.image_token_id, num_image_tokens=self.num_image_tokens, max_length=self.max_length)
+        pixels = record_pixels(src, rec, self.image_size, self.pad_to_square)
         return {"input_ids": tok.input_ids, "labels": tok.labels, "pixel_values": pixels}
 
-    def __call__(self, row) -> dict | _Bad:
-        s, i = int(row[0]), int(row[1])
-        try:
-            return self.prepare(s, i)
-        except errors.BadRecordError as e:
-            if self.strict:
-                raise
-            return _Bad(e.reason, str(e))
+
+def with_record(src, i: int, fn):
+    """`fn(src, record i)`, with any `BadRecordError` located in the source file and record id."""
+    rid = None
+    try:
+        rec = src.record(i)
+        rid = src.record_id(i, rec)
+        return fn(src, rec)
+    except errors.BadRecordError as e:
+        raise e.with_context(src.path, rid) from None
+
+
+def record_pixels(src, rec, image_size: int, pad_to_square: bool = True) -> np.ndarray:
+    """float32 [3, S, S]: the record's image preprocessed, or zeros for a text-only record."""
+    if src.has_image(rec):
+        return image_lib.preprocess(src.load_image(rec), image_size, pad_to_square=pad_to_square)
+    return image_lib.zeros(image_size)
+
+
+def skip_or_raise(prepare, strict: bool):
+    """Runs `prepare()`; a `BadRecordError` becomes a `_Bad` marker the batcher counts (or is raised when strict)."""
+    try:
+        return prepare()
+    except errors.BadRecordError as e:
+        if strict:
+            raise
+        return _Bad(e.reason, str(e))
 
 
 class _SkipBadAndBatchIterator(grain.DatasetIterator):
@@ -142,14 +152,12 @@ class _SkipBadAndBatchIterator(grain.DatasetIterator):
     the same totals. Each batch carries the running counts under BAD_RECORDS_KEY.
     """
 
-    def __init__(self, parent, batch_size, buckets, pad_id, pad_side, pad_final_batch=False, image_size=None):
+    def __init__(self, parent, batch_size, collate, filler, pad_final_batch=False):
         super().__init__(parent)
         self._pad_final_batch = pad_final_batch
-        self._image_size = image_size
         self._batch_size = batch_size
-        self._buckets = buckets
-        self._pad_id = pad_id
-        self._pad_side = pad_side
+        self._collate = collate
+        self._filler = filler
         self._counts: dict[str, int] = {}
         self._examples: dict[str, list[str]] = {}
 
@@ -170,18 +178,10 @@ class _SkipBadAndBatchIterator(grain.DatasetIterator):
                     kept.append(ex.message)
                 continue
             good.append(ex)
-        longest = max(len(e["input_ids"]) for e in good)
-        batch = collate(good, length=bucket_length(longest, self._buckets), pad_id=self._pad_id,
-                        pad_side=self._pad_side)
+        batch = self._collate(good)
         batch[BAD_RECORDS_KEY] = {"counts": dict(self._counts),
                                   "examples": {k: list(v) for k, v in self._examples.items()}}
         return batch
-
-    def _filler(self) -> dict[str, np.ndarray]:
-        """A row that fills the last batch: one attended pad token, nothing supervised, no image."""
-        return {"input_ids": np.full((1,), self._pad_id, np.int32),
-                "labels": np.full((1,), conversation.IGNORE_INDEX, np.int32),
-                "pixel_values": image_lib.zeros(self._image_size)}
 
     def get_state(self):
         return {"parent": self._parent.get_state(), "bad_records": dict(self._counts),
@@ -194,18 +194,18 @@ class _SkipBadAndBatchIterator(grain.DatasetIterator):
 
 
 class _SkipBadAndBatch(grain.IterDataset):
-    def __init__(self, parent, batch_size, buckets, pad_id, pad_side, pad_final_batch=False, image_size=None):
+    def __init__(self, parent, batch_size, collate, filler, pad_final_batch=False):
         super().__init__(parent)
-        self._args = (batch_size, buckets, pad_id, pad_side, pad_final_batch, image_size)
+        self._args = (batch_size, collate, filler, pad_final_batch)
 
     def __iter__(self):
         return _SkipBadAndBatchIterator(self._parent.__iter__(), *self._args)
 
 
-class SFTIterator(grain.DatasetIterator):
+class LoaderIterator(grain.DatasetIterator):
     """Iterator over host-local batches; `get_state()`/`set_state()` are JSON-friendly dicts."""
 
-    def __init__(self, loader: "SFTLoader", parent):
+    def __init__(self, loader: "Loader", parent):
         super().__init__(parent)
         self._loader = loader
 
@@ -230,8 +230,8 @@ class SFTIterator(grain.DatasetIterator):
                                  quiet=True)
 
 
-class SFTLoader:
-    """Iterable of host-local SFT batches; see `build_sft_loader`."""
+class Loader:
+    """Iterable of host-local batches; see `build_loader` (and `build_sft_loader`)."""
 
     def __init__(self, dataset: grain.IterDataset, *, source_paths, global_batch_size, local_batch_size,
                  max_length, buckets, pad_id, pad_side, strict, num_records):
@@ -248,9 +248,9 @@ class SFTLoader:
         self.bad_records: dict[str, int] = {}
         self.bad_examples: dict[str, list[str]] = {}
 
-    def __iter__(self) -> SFTIterator:
+    def __iter__(self) -> LoaderIterator:
         self.bad_records, self.bad_examples = {}, {}
-        return SFTIterator(self, self._dataset.__iter__())
+        return LoaderIterator(self, self._dataset.__iter__())
 
     def _record_bad(self, info: dict, quiet: bool = False) -> None:
         counts = {k: int(v) for k, v in info.get("counts", {}).items()}
@@ -272,6 +272,61 @@ def _crossed_power_of_ten(before: int, after: int) -> bool:
             return True
         p *= 10
     return False
+
+
+def build_loader(
+    sources,
+    *,
+    make_prepare,
+    collate,
+    filler,
+    global_batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    read_threads: int = 8,
+    pad_final_batch: bool = False,
+    row_filter: np.ndarray | None = None,
+    **loader_info,
+) -> Loader:
+    """The input pipeline every stage shares: mixture -> shuffle -> repeat -> host shard -> prepare -> batch.
+
+    make_prepare: `f(opened_sources) -> prepare`, where `prepare(position, source_index, record_index) ->
+      example dict` raises `BadRecordError` for an unusable record (skipped and counted, or raised with
+      `loader_info["strict"]`). `position` is the example's place in the global stream (epochs included), the
+      same on every host count and after a resume, for per-example randomness (e.g. seeded caption shuffles).
+    collate: `f(list of examples) -> batch dict`; filler: `f() -> example` filling the last eval batch.
+    row_filter: optional int array [N, 2] of (source, index) rows to keep (a held-out split), in place of
+      the weighted mixture of all records.
+    """
+    if global_batch_size % process_count:
+        raise ValueError(f"global_batch_size {global_batch_size} is not divisible by process_count {process_count}")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} outside [0, {process_count})")
+    specs = sources_lib.parse_sources(sources)
+    opened = [sources_lib.open_source(s) for s in specs]
+    if row_filter is None:
+        rows = sources_lib.mixture_index([len(s) for s in opened], [s.weight for s in specs], seed)
+    else:
+        rows = np.asarray(row_filter, np.int64).reshape(-1, 2)
+    ds = grain.MapDataset.source(rows)
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    ds = ds.repeat(num_epochs).map_with_index(lambda position, row: (position, row))
+    if process_count > 1:
+        ds = ds[process_index::process_count]
+    strict = bool(loader_info.get("strict", False))
+    prepare = make_prepare(opened)
+    ds = ds.map(lambda item: skip_or_raise(lambda: prepare(int(item[0]), int(item[1][0]), int(item[1][1])), strict))
+    local_batch = global_batch_size // process_count
+    read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=max(2 * local_batch, 16))
+    it_ds = _SkipBadAndBatch(ds.to_iter_dataset(read), local_batch, collate, filler, pad_final_batch=pad_final_batch)
+    info = dict(max_length=None, buckets=(), pad_id=0, pad_side="right", strict=False)
+    info.update(loader_info)
+    return Loader(it_ds, source_paths=[s.path for s in specs], global_batch_size=global_batch_size,
+                     local_batch_size=local_batch, num_records=len(rows), **info)
 
 
 def build_sft_loader(
@@ -296,7 +351,7 @@ def build_sft_loader(
     pad_to_square: bool = True,
     read_threads: int = 8,
     pad_final_batch: bool = False,
-) -> SFTLoader:
+) -> Loader:
     """Builds the SFT loader over a weighted mixture of LLaVA sources.
 
     Args:
@@ -319,38 +374,46 @@ def build_sft_loader(
     """
     if pad_side not in ("left", "right"):
         raise ValueError(f"pad_side must be 'left' or 'right', got {pad_side!r}")
-    if global_batch_size % process_count:
-        raise ValueError(f"global_batch_size {global_batch_size} is not divisible by process_count {process_count}")
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} outside [0, {process_count})")
     conversation.get_template(template)
-    specs = sources_lib.parse_sources(sources)
-    opened = [sources_lib.open_source(s) for s in specs]
-    rows = sources_lib.mixture_index([len(s) for s in opened], [s.weight for s in specs], seed)
-    if length_buckets is None:
-        buckets = default_buckets(max_length)
-    else:
-        buckets = tuple(sorted({int(b) for b in length_buckets if int(b) <= max_length} | {int(max_length)}))
-    if pad_id is None:
-        pad_id = next((int(v) for v in (getattr(tokenizer, "pad_token_id", None),
-                                        getattr(tokenizer, "unk_token_id", None)) if v is not None), 0)
+    buckets = resolve_buckets(max_length, length_buckets)
+    pad_id = resolve_pad_id(tokenizer, pad_id)
 
-    ds = grain.MapDataset.source(rows)
-    if shuffle:
-        ds = ds.shuffle(seed=seed)
-    ds = ds.repeat(num_epochs)
-    if process_count > 1:
-        ds = ds[process_index::process_count]
-    ds = ds.map(PrepareExample(opened, tokenizer, template=template, image_token_id=image_token_id,
-                               num_image_tokens=num_image_tokens, image_size=image_size,
-                               max_length=max_length, strict=strict, pad_to_square=pad_to_square))
-    local_batch = global_batch_size // process_count
-    read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=max(2 * local_batch, 16))
-    it_ds = _SkipBadAndBatch(ds.to_iter_dataset(read), local_batch, buckets, pad_id, pad_side,
-                             pad_final_batch=pad_final_batch, image_size=image_size)
-    return SFTLoader(it_ds, source_paths=[s.path for s in specs], global_batch_size=global_batch_size,
-                     local_batch_size=local_batch, max_length=max_length, buckets=buckets, pad_id=pad_id,
-                     pad_side=pad_side, strict=strict, num_records=len(rows))
+    def make_prepare(opened):
+        prep = PrepareExample(opened, tokenizer, template=template, image_token_id=image_token_id,
+                              num_image_tokens=num_image_tokens, image_size=image_size, max_length=max_length,
+                              pad_to_square=pad_to_square)
+        return lambda position, s, i: prep.prepare(s, i)
+
+    def collate_batch(examples):
+        longest = max(len(e["input_ids"]) for e in examples)
+        return collate(examples, length=bucket_length(longest, buckets), pad_id=pad_id, pad_side=pad_side)
+
+    def filler():
+        """A row that fills the last batch: one attended pad token, nothing supervised, no image."""
+        return {"input_ids": np.full((1,), pad_id, np.int32),
+                "labels": np.full((1,), conversation.IGNORE_INDEX, np.int32),
+                "pixel_values": image_lib.zeros(image_size)}
+
+    return build_loader(sources, make_prepare=make_prepare, collate=collate_batch, filler=filler,
+                        global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+                        process_index=process_index, process_count=process_count, read_threads=read_threads,
+                        pad_final_batch=pad_final_batch, max_length=max_length, buckets=buckets, pad_id=pad_id,
+                        pad_side=pad_side, strict=strict)
+
+
+def resolve_buckets(max_length: int, length_buckets: Sequence[int] | None) -> tuple[int, ...]:
+    """None -> `default_buckets(max_length)`; else the given lengths up to `max_length`, plus `max_length`."""
+    if length_buckets is None:
+        return default_buckets(max_length)
+    return tuple(sorted({int(b) for b in length_buckets if int(b) <= max_length} | {int(max_length)}))
+
+
+def resolve_pad_id(tokenizer, pad_id: int | None = None) -> int:
+    """`pad_id`, else the tokenizer's pad id, else its unk id, else 0."""
+    if pad_id is not None:
+        return int(pad_id)
+    return next((int(v) for v in (getattr(tokenizer, "pad_token_id", None),
+                                  getattr(tokenizer, "unk_token_id", None)) if v is not None), 0)
 
 
 def to_global(batch: dict[str, np.ndarray], mesh, *, pad_side: str = "right", pad_id: int = 0):
@@ -372,7 +435,7 @@ def to_global(batch: dict[str, np.ndarray], mesh, *, pad_side: str = "right", pa
     return sharding.host_local_to_global(batch, mesh)
 
 
-def write_bad_record_report(loader: SFTLoader, workdir: str, filename: str = "bad_records.json") -> str:
+def write_bad_record_report(loader: Loader, workdir: str, filename: str = "bad_records.json") -> str:
     """Writes `{workdir}/bad_records.json` (counts by reason + example messages) and logs the counts."""
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, filename)

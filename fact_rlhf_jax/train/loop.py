@@ -1,8 +1,8 @@
 """The training loop every stage shares.
 
-Reads top to bottom: mesh -> stage (model, data, loss) -> optimizer -> fresh state in its
-shardings or restore from the latest checkpoint -> jitted donated step -> loop with
-metrics, evaluation, checkpoints and preemption handling.
+Reads top to bottom: mesh -> stage (model, data, loss, frozen weights) -> optimizer -> fresh
+state in its shardings or restore from the latest checkpoint -> jitted donated step (or the
+stage's own step) -> loop with metrics, evaluation, checkpoints and preemption handling.
 
 Rerunning with the same workdir resumes from the latest checkpoint (state + data position),
 so an interrupted run and an uninterrupted one end with the same parameters.
@@ -29,8 +29,8 @@ from fact_rlhf_jax.train.checkpoint import Checkpointer
 from fact_rlhf_jax.train.metrics import MetricsWriter
 from fact_rlhf_jax.train.optim import make_optimizer
 from fact_rlhf_jax.train.preemption import PreemptionWatcher
-from fact_rlhf_jax.train.stage import Stage, build_stage
-from fact_rlhf_jax.train.step import jit_train_step, make_eval_step, make_train_step
+from fact_rlhf_jax.train.stage import Stage, StepContext, build_stage
+from fact_rlhf_jax.train.step import jit_train_step, make_eval_step, make_train_step, with_frozen
 from fact_rlhf_jax.train.trainable import summary, trainable_mask
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ def _all_hosts_have(flag: bool, process_count: int) -> bool:
 
 
 def evaluate(stage: Stage, eval_step, params, mesh, config, process_index, process_count) -> dict[str, float]:
+    """`params`: what the stage's eval loss receives (the state's params with any frozen weights added)."""
     """Metric sums over the held-out split (or `eval_batches` of it) -> {"eval/<name>": sum / count}."""
     rows = int(config.eval_batch_size) if config.eval_batch_size > 0 else int(config.batch_size) // int(config.grad_accum)
     per_host = rows // process_count
@@ -138,7 +139,8 @@ def run_training(config: ml_collections.ConfigDict, workdir: str | Path, stage: 
         process_index=process_index, process_count=process_count, batch_size=host_rows, seed=int(config.seed)
     )
     total_steps = resolve_total_steps(config, stage)
-    optimizer, schedule = make_optimizer(config.optim, total_steps)
+    optimizer, schedule = make_optimizer(config.optim, total_steps, updates_per_step=stage.updates_per_step)
+    frozen = stage.frozen_params(mesh, rules)
     rng = jax.random.PRNGKey(int(config.seed))
     params_shape = jax.eval_shape(stage.init_params, rng)
     mask = trainable_mask(params_shape, tuple(config.trainable), tuple(config.get("frozen", ()) or ()))
@@ -160,6 +162,10 @@ def run_training(config: ml_collections.ConfigDict, workdir: str | Path, stage: 
         log.info("resumed from %s at step %d", ckpt.directory / str(latest), latest)
 
     # --- steps ---------------------------------------------------------------------------------
+    context = StepContext(optimizer=optimizer, schedule=schedule, mask=mask, mesh=mesh, rules=rules,
+                          state_shardings=shardings, frozen=frozen, grad_accum=int(config.grad_accum),
+                          workdir=str(workdir), is_chief=is_chief)
+    custom_step = stage.build_step(context)
     step_fn = make_train_step(stage.loss, optimizer, schedule, mask, grad_accum=int(config.grad_accum),
                               mesh=mesh, rules=rules)
     train_step = None  # jitted on the first batch (its shardings depend on each entry's rank)
@@ -178,11 +184,14 @@ def run_training(config: ml_collections.ConfigDict, workdir: str | Path, stage: 
         while step < total_steps:
             batch = next(data)
             tokens += stage.count_tokens(batch) * process_count
-            global_batch = stage.to_global(batch, mesh)
-            if train_step is None:
-                batch_sh = jax.tree.map(lambda x: x.sharding, global_batch)
-                train_step = jit_train_step(step_fn, shardings, batch_sh, mesh)
-            state, metrics = train_step(state, global_batch)
+            if custom_step is not None:
+                state, metrics = custom_step(state, batch)
+            else:
+                global_batch = stage.to_global(batch, mesh)
+                if train_step is None:
+                    batch_sh = jax.tree.map(lambda x: x.sharding, global_batch)
+                    train_step = jit_train_step(step_fn, shardings, batch_sh, mesh, frozen)
+                state, metrics = train_step(state, global_batch)
             step += 1
 
             if step % int(config.log_every) == 0 or step == total_steps:
@@ -196,7 +205,8 @@ def run_training(config: ml_collections.ConfigDict, workdir: str | Path, stage: 
 
             eval_due = config.eval_every > 0 and step % int(config.eval_every) == 0
             if eval_due or step == total_steps:
-                ev = evaluate(stage, eval_step, state["params"], mesh, config, process_index, process_count)
+                ev = evaluate(stage, eval_step, with_frozen(state["params"], frozen), mesh, config, process_index,
+                              process_count)
                 if ev:
                     writer.write(step, ev)
                     last_metrics.update(ev)

@@ -88,16 +88,23 @@ def make_decay_mask(no_decay: tuple[str, ...]):
     return mask
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW (decoupled weight decay) after global-norm clipping. Returns (optimizer, schedule)."""
+def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int,
+                   updates_per_step: int = 1) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW (decoupled weight decay) after global-norm clipping. Returns (optimizer, schedule).
+
+    `schedule(i)` is the learning rate of loop step i. With `updates_per_step` > 1 (PPO: several minibatch
+    updates per rollout) the schedule advances once per loop step: update u uses `schedule(u // updates_per_step)`.
+    """
     schedule = make_schedule(cfg, total_steps)
+    k = int(updates_per_step)
+    per_update = schedule if k == 1 else (lambda count: schedule(count // k))
     decay_mask = make_decay_mask(tuple(cfg.get("no_decay", ()) or ()))
     parts = []
     if cfg.get("clip_norm", 0.0) and cfg.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(float(cfg.clip_norm)))
     parts.append(
         optax.adamw(
-            learning_rate=schedule,
+            learning_rate=per_update,
             b1=float(cfg.b1),
             b2=float(cfg.b2),
             eps=float(cfg.eps),

@@ -12,7 +12,8 @@ Config groups read here (besides the loop's, see `train.defaults`):
   lora.alpha, lora.targets
   init.hf_llava           llava-hf checkpoint dir to start from (all weights)
   init.hf_llm, init.hf_clip   HF LLaMA / CLIP dirs (the reference recipe starts from Vicuna + CLIP)
-  init.params_from        workdir of an earlier run (e.g. projector pretraining): its latest params
+  init.params_from        workdir of an earlier run (e.g. projector pretraining): its latest params (any
+                          starting point of `fact_rlhf_jax.pretrained` works here, adapters are merged)
   data.train, data.eval   sources: [(path, image_folder, weight), ...] (LLaVA JSON / tfds dirs)
   data.tokenizer          tokenizer directory (transformers `from_pretrained`)
   data.template           conversation template ("vicuna_v1" for SFT, "plain" for projector pretraining)
@@ -26,14 +27,11 @@ Parameter paths (for `trainable` / `frozen` regexes): full fine-tune: `vision/..
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
 from fact_rlhf_jax.train.losses import sft_loss_terms, sft_loss_terms_chunked
 from fact_rlhf_jax.train.stage import LossTerms, Stage
@@ -57,22 +55,64 @@ def model_config(config: ml_collections.ConfigDict, tokenizer=None):
     return mcfg.preset(config.model.preset, **overrides)
 
 
-def write_shapesworld_split(workdir: str, cfg: ml_collections.ConfigDict) -> dict[str, str]:
-    """Writes a ShapesWorld under WORKDIR/shapesworld once and splits its SFT records into train / eval files."""
-    from fact_rlhf_jax.shapesworld import write_world
+def default_config() -> ml_collections.ConfigDict:
+    """Every SFT key with its default (configs/sft/*.py start here)."""
+    from fact_rlhf_jax.train.defaults import base_config
 
-    root = Path(workdir) / "shapesworld"
-    done = root / "sft_split.json"
-    if not done.exists():
-        paths = write_world(root, num_images=int(cfg.num_images), seed=int(cfg.get("seed", 0)),
-                            noise=float(cfg.get("noise", 0.0)), image_size=int(cfg.get("image_size", 64)))
-        records = json.loads(Path(paths["sft"]).read_text())
-        n_eval = max(1, int(len(records) * float(cfg.get("eval_fraction", 0.1))))
-        (root / "sft_train.json").write_text(json.dumps(records[:-n_eval]))
-        (root / "sft_eval.json").write_text(json.dumps(records[-n_eval:]))
-        done.write_text(json.dumps({"images": str(paths["images"]), "tokenizer": str(paths["tokenizer"]),
-                                    "train": str(root / "sft_train.json"), "eval": str(root / "sft_eval.json")}))
-    return json.loads(done.read_text())
+    c = base_config()
+    c.stage = "sft"
+    # loss_chunk > 0: cross-entropy from hidden states, that many positions of logits at a time.
+    c.model = ml_collections.ConfigDict(dict(preset="tiny", overrides={}, vocab_from_tokenizer=False,
+                                             image_token_from_tokenizer=False, loss_chunk=0))
+    # CLIP frozen, projector + LLM trained (full fine-tune), as in the reference SFT.
+    c.trainable = ("projector/.*", "llm/.*")
+    c.frozen = ()
+    c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, targets=("q", "k", "v", "o", "gate", "up", "down")))
+    c.init = ml_collections.ConfigDict(dict(hf_llava="", hf_llm="", hf_clip="", params_from=""))
+    c.data = ml_collections.ConfigDict(
+        dict(
+            train=[],  # [(path, image_folder, weight), ...]
+            eval=[],
+            tokenizer="",
+            template="vicuna_v1",
+            max_text_length=1280,
+            strict=False,
+            read_threads=4,
+            pad_to_square=True,
+            shapesworld=dict(num_images=0, seed=0, noise=0.0, image_size=64, eval_fraction=0.1),
+        )
+    )
+    c.optim.lr = 2e-5
+    c.optim.schedule = "cosine"
+    c.optim.warmup_ratio = 0.03
+    c.optim.weight_decay = 0.0
+    c.optim.clip_norm = 1.0
+    return c
+
+
+def tiny_config() -> ml_collections.ConfigDict:
+    """CPU-sized SFT on a ShapesWorld written into the workdir: the `tiny` LLaVA, 40 steps (configs/sft/tiny.py)."""
+    c = default_config()
+    c.model.preset = "tiny"
+    c.model.vocab_from_tokenizer = True  # the ShapesWorld tokenizer's vocabulary
+    c.model.image_token_from_tokenizer = True
+    c.data.shapesworld.num_images = 48
+    c.data.shapesworld.image_size = 56
+    c.data.max_text_length = 192
+    c.data.read_threads = 0
+    c.batch_size = 8
+    c.grad_accum = 1
+    c.num_steps = 40
+    c.mesh.fsdp = -1  # every local device (1 on a plain CPU)
+    c.optim.lr = 3e-3
+    c.optim.warmup_steps = 4
+    c.optim.weight_decay = 0.0
+    c.checkpoint.every = 20  # two checkpoints per run (20, 40)
+    c.checkpoint.keep = 2
+    c.log_every = 5
+    c.eval_every = 20
+    c.eval_batches = 4
+    return c
 
 
 class SFTStage(Stage):
@@ -92,7 +132,10 @@ class SFTStage(Stage):
             if jax.process_count() > 1:
                 raise ValueError("data.shapesworld is for single-host runs; write the world first and point "
                                  "data.train / data.tokenizer at it")
-            split = write_shapesworld_split(workdir, world)
+            from fact_rlhf_jax.train import prerequisites
+
+            split = prerequisites.sft_split(prerequisites.shapesworld(workdir, world),
+                                            float(world.get("eval_fraction", 0.1)))
             self.train_sources = [(split["train"], split["images"], 1.0)]
             self.eval_sources = [(split["eval"], split["images"], 1.0)]
             tokenizer_dir = split["tokenizer"]
@@ -106,6 +149,13 @@ class SFTStage(Stage):
             self.lora_targets = tuple(config.lora.targets)
             self.lora_scale = float(config.lora.alpha) / self.lora_rank
         self._loader = None
+        from fact_rlhf_jax import pretrained
+
+        adapter = (pretrained.AdapterSpec("lora", self.lora_rank, float(config.lora.alpha), self.lora_targets)
+                   if self.lora_rank else None)
+        pretrained.write_card(workdir, pretrained.Card(
+            "llava", self.model_cfg, str(Path(tokenizer_dir).absolute()), params_path="base" if self.lora_rank else "",
+            adapter=adapter))
 
     # --- model ------------------------------------------------------------------------------------
     def init_params(self, rng):
@@ -209,64 +259,18 @@ class SFTStage(Stage):
 
 def load_initial_weights(init: ml_collections.ConfigDict, params: dict, shardings: dict, model_cfg, config) -> dict | None:
     """Weights to start from (see the module docstring); None when nothing is configured."""
-    from fact_rlhf_jax import hf
+    from fact_rlhf_jax import pretrained
     from fact_rlhf_jax.train.loop import make_rules
-    from fact_rlhf_jax import sharding as shd
 
-    if init.get("hf_llava", ""):
-        mesh = jax.tree.leaves(shardings)[0].mesh
-        _, loaded = hf.import_llava(init.hf_llava, param_dtype=model_cfg.param_dtype, mesh=mesh, rules=make_rules(config))
-        return _check_and_place(loaded, params, shardings, init.hf_llava)
-    out = dict(params)
-    changed = False
-    if init.get("hf_llm", ""):
-        _, llm = hf.import_llama(init.hf_llm, dtype=model_cfg.param_dtype)
-        out["llm"] = _check_and_place(llm, params["llm"], shardings["llm"], init.hf_llm)
-        changed = True
-    if init.get("hf_clip", ""):
-        _, vision = hf.import_clip(init.hf_clip, dtype=model_cfg.param_dtype)
-        out["vision"] = _check_and_place(vision, params["vision"], shardings["vision"], init.hf_clip)
-        changed = True
-    if init.get("params_from", ""):
-        out = restore_params_from_workdir(init.params_from, out, shardings)
-        changed = True
-    return out if changed else None
-
-
-def _check_and_place(loaded, like, shardings, source: str):
-    want = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), like)
-    have = jax.tree.map(lambda x: (tuple(np.shape(x)), str(x.dtype)), loaded)
-    if jax.tree.structure(want) != jax.tree.structure(have):
-        raise ValueError(f"{source}: parameter tree does not match the configured model")
-    bad = [(w, h) for w, h in zip(jax.tree.leaves(want, is_leaf=lambda x: isinstance(x, tuple)),
-                                  jax.tree.leaves(have, is_leaf=lambda x: isinstance(x, tuple))) if w[0] != h[0]]
-    if bad:
-        raise ValueError(f"{source}: parameter shapes differ from the configured model, e.g. expected {bad[0][0]}, "
-                         f"got {bad[0][1]}")
-    return jax.tree.map(lambda x, s, l: jax.device_put(np.asarray(x).astype(l.dtype) if isinstance(x, np.ndarray) else x.astype(l.dtype), s),
-                        loaded, shardings, like)
-
-
-def restore_params_from_workdir(workdir: str, like: dict, shardings: dict) -> dict:
-    """The `params` of the latest checkpoint in another run's workdir, placed in `shardings`."""
-    import orbax.checkpoint as ocp
-
-    from fact_rlhf_jax.train.checkpoint import Checkpointer
-
-    ckpt = Checkpointer(Path(workdir) / "checkpoints", async_save=False)
-    step = ckpt.latest_step()
-    ckpt.close()
-    if step is None:
-        raise FileNotFoundError(f"init.params_from={workdir}: no checkpoint under {workdir}/checkpoints")
-    target = {"params": jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), like, shardings)}
-    restore_args = jax.tree.map(lambda t: ocp.ArrayRestoreArgs(sharding=t.sharding, dtype=t.dtype), target)
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        restored = checkpointer.restore(
-            Path(workdir).absolute() / "checkpoints" / str(step) / "state",
-            args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True),
-        )
-    log.info("initial params from %s step %d", workdir, step)
-    return restored["params"]
+    mesh = jax.tree.leaves(shardings)[0].mesh
+    whole = init.get("hf_llava", "") or init.get("params_from", "")
+    if whole:
+        loaded = pretrained.load(whole, mesh=mesh, rules=make_rules(config), param_dtype=model_cfg.param_dtype)
+        return pretrained.place_checked(loaded.merged_params(), params, shardings, whole)
+    if init.get("hf_llm", "") or init.get("hf_clip", ""):
+        return pretrained.load_parts(init.get("hf_llm", ""), init.get("hf_clip", ""), params, shardings,
+                                     dtype=model_cfg.param_dtype)
+    return None
 
 
 def build_stage(config, workdir):

@@ -14,14 +14,23 @@ The step differentiates `total`, sums totals, weights and gradients over the mic
 of one step and divides by the summed weight, so the loss is normalised by the units of the
 whole global batch, not averaged over micro-batch means.
 
+Frozen weights: a stage whose base model never trains (LoRA stages: the reward model, PPO, DPO)
+returns it from `frozen_params(mesh, rules)`. It is loaded once, placed in its shardings and passed
+to every step as an argument; it is neither in the optimizer nor in the checkpoints. `loss`
+receives one dict: the state's params with the frozen dict's top-level keys added.
+
+Steps that are not one gradient update (PPO: rollouts, then several updates) come from
+`build_step(context)`; the loop still owns checkpoints, metrics and preemption around them.
+
 To add a stage: write a module with `build_stage(config, workdir) -> Stage` and register
 its name in `STAGES` below.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, Protocol
 
 import jax
@@ -44,10 +53,29 @@ class DataIterator(Protocol):
     def set_state(self, state: Any) -> None: ...
 
 
+@dataclasses.dataclass
+class StepContext:
+    """What the loop hands a stage that builds its own step (`Stage.build_step`)."""
+
+    optimizer: Any  # optax.GradientTransformation over the trainable leaves
+    schedule: Callable  # learning rate of update i
+    mask: Any  # bool tree over the state's params: which leaves train
+    mesh: Any
+    rules: Any
+    state_shardings: dict
+    frozen: Any  # `frozen_params(...)` or None
+    grad_accum: int
+    workdir: str
+    is_chief: bool
+
+
 class Stage:
     """Base class; subclasses override what they need."""
 
     name: str = "stage"
+    # Optimizer updates per loop step: the learning-rate schedule advances once per loop step (PPO runs
+    # several minibatch updates per rollout and steps its schedule once per rollout).
+    updates_per_step: int = 1
 
     def init_params(self, rng: jax.Array) -> Any:
         """Pure function of `rng` (it is traced under `jax.jit` with sharded outputs)."""
@@ -57,8 +85,20 @@ class Stage:
         """Same tree as `init_params`, leaves = tuples of logical axis names."""
         raise NotImplementedError
 
+    def frozen_params(self, mesh, rules) -> dict | None:
+        """Weights read but never trained nor checkpointed (a shared frozen base), already in their shardings.
+
+        A dict whose top-level keys are added to the state's params before `loss` sees them."""
+        return None
+
     def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> LossTerms:
         raise NotImplementedError
+
+    def build_step(self, context: StepContext) -> Callable[[dict, dict], tuple[dict, dict]] | None:
+        """A custom `step(state, host_batch) -> (state, metrics)`, or None for the standard gradient step.
+
+        Receives the host-local numpy batch (the stage places it on the mesh itself)."""
+        return None
 
     def eval_loss(self, params: Any, batch: dict[str, jax.Array]) -> LossTerms:
         """Loss on held-out data (deterministic); defaults to `loss` with a fixed key."""

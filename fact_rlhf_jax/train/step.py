@@ -5,6 +5,9 @@ Train state (a plain dict, so orbax saves and restores it as is):
   params     the stage's parameter tree (trainable and frozen leaves)
   opt_state  optimizer state over the trainable leaves only
   rng        uint32 [2]     advanced once per step
+
+Frozen weights (`Stage.frozen_params`) are a separate, non-donated argument: `step(state, batch, frozen)`;
+the loss sees `with_frozen(params, frozen)`.
 """
 
 from __future__ import annotations
@@ -50,16 +53,26 @@ def _constrain_micro(batch: dict, mesh: Mesh | None) -> dict:
     return jax.tree.map(c, batch)
 
 
-def _zeros_like_metrics(metrics):
-    return jax.tree.map(jnp.zeros_like, metrics)
+def with_frozen(params: Any, frozen: dict | None) -> Any:
+    """The state's params with the frozen weights' top-level keys added (what a stage's loss receives)."""
+    if not frozen:
+        return params
+    clash = set(params) & set(frozen)
+    if clash:
+        raise ValueError(f"frozen weights reuse parameter keys {sorted(clash)}")
+    return {**params, **frozen}
 
 
-def accumulate_gradients(loss_fn: LossFn, trainable, frozen, batch: dict, rng, num_micro: int, mesh=None):
-    """Sums (total, weight, metric sums/counts, gradients of total) over `num_micro` micro-batches."""
+def accumulate_gradients(loss_fn: LossFn, trainable, frozen, batch: dict, rng, num_micro: int, mesh=None,
+                         frozen_weights: dict | None = None):
+    """Sums (total, weight, metric sums/counts, gradients of total) over `num_micro` micro-batches.
+
+    `frozen` is the non-trainable part of the state's params (`partition`); `frozen_weights` the stage's
+    frozen weights held outside the state."""
 
     def one(micro, key):
         def objective(t):
-            terms = loss_fn(merge(t, frozen), micro, key)
+            terms = loss_fn(with_frozen(merge(t, frozen), frozen_weights), micro, key)
             return terms.total, terms
 
         (_, terms), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
@@ -103,11 +116,12 @@ def make_train_step(
     lr (of this update), weight (units in the batch), and each stage metric as sum / count.
     """
 
-    def step(state, batch):
+    def step(state, batch, frozen_weights=None):
         with shd.use_mesh(mesh, rules) if mesh is not None else _nullcontext():
             rng, step_rng = jax.random.split(state["rng"])
             trainable, frozen = partition(state["params"], mask)
-            terms, grads = accumulate_gradients(loss_fn, trainable, frozen, batch, step_rng, grad_accum, mesh)
+            terms, grads = accumulate_gradients(loss_fn, trainable, frozen, batch, step_rng, grad_accum, mesh,
+                                                frozen_weights)
             grads = jax.tree.map(lambda g: _safe_div(g, terms.weight).astype(g.dtype), grads)
             grad_norm = optax.tree.norm(grads)
             updates, opt_state = optimizer.update(grads, state["opt_state"], trainable)
@@ -144,14 +158,25 @@ def make_eval_step(eval_loss_fn: Callable[[Any, dict], LossTerms], mesh=None, ru
     return eval_step
 
 
-def jit_train_step(step, state_shardings, batch_shardings, mesh: Mesh):
+def jit_train_step(step, state_shardings, batch_shardings, mesh: Mesh, frozen: Any = None):
+    """Jits `step` with the state donated. With `frozen` weights, returns `f(state, batch)` that passes them
+    as the (non-donated) third argument in their own shardings."""
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(
+    if frozen is None:
+        return jax.jit(
+            step,
+            in_shardings=(state_shardings, batch_shardings),
+            out_shardings=(state_shardings, replicated),
+            donate_argnums=(0,),
+        )
+    frozen_shardings = jax.tree.map(lambda x: x.sharding, frozen)
+    jitted = jax.jit(
         step,
-        in_shardings=(state_shardings, batch_shardings),
+        in_shardings=(state_shardings, batch_shardings, frozen_shardings),
         out_shardings=(state_shardings, replicated),
         donate_argnums=(0,),
     )
+    return lambda state, batch: jitted(state, batch, frozen)
 
 
 class _nullcontext:

@@ -91,15 +91,18 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path, uninterrupted):
 
 
 def test_params_from_another_workdir_restore_into_shardings(tmp_path, uninterrupted):
-    """`init.params_from` (projector pretraining -> SFT) reads only `params` of another run's latest checkpoint."""
+    """Starting from another run (`init.params_from`, `pretrained.load`) reads only `params` of its latest
+    checkpoint, straight into the requested shardings; a subtree can be restored alone."""
     from fact_rlhf_jax import sharding as shd
-    from fact_rlhf_jax.train.sft import restore_params_from_workdir
+    from fact_rlhf_jax.pretrained import restore_subtrees
     from tests.train.toy_stage import TOY_AXES, toy_params
 
     run_training(toy_config(num_steps=STEPS), tmp_path, ToyStage())
     mesh = shd.make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
     like = jax.eval_shape(toy_params, jax.random.PRNGKey(0))
     shardings = shd.shardings_for(like, TOY_AXES, mesh, shd.Rules.create())
-    params = restore_params_from_workdir(str(tmp_path), like, shardings)
+    params = restore_subtrees(tmp_path, {"": (like, shardings)})[""]
     assert_bitwise_equal(params, uninterrupted["params"])
     assert params["embed"].sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
+    mlp = restore_subtrees(tmp_path, {"mlp": (like["mlp"], shardings["mlp"])})["mlp"]
+    assert_bitwise_equal(mlp, uninterrupted["params"]["mlp"])

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-noise", type=float, default=None, help="share of flipped preference labels (default: --noise)")
     parser.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--tfds", action="store_true", help="also build the tfds array_record datasets under OUT/tfds")
-    parser.add_argument("--vocab-size", type=int, default=1024, help="tokenizer pieces, specials and bytes included (default 1024)")
+    parser.add_argument("--vocab-size", type=int, default=2048, help="tokenizer pieces, specials and bytes included (default 2048)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 BAD_RECORDS_KEY = "__bad_records__"  # per-batch side channel, removed before the batch is returned
 _MAX_EXAMPLES_PER_REASON = 20
+_MAX_BAD_IN_A_ROW = 1024  # an endless stream of nothing but bad records stops with an error instead of spinning
 
 
 def default_buckets(max_length: int, smallest: int = 64) -> tuple[int, ...]:
@@ -163,6 +164,7 @@ class _SkipBadAndBatchIterator(grain.DatasetIterator):
 
     def __next__(self):
         good = []
+        bad_in_a_row = 0
         while len(good) < self._batch_size:
             try:
                 ex = next(self._parent)
@@ -176,7 +178,13 @@ class _SkipBadAndBatchIterator(grain.DatasetIterator):
                 kept = self._examples.setdefault(ex.reason, [])
                 if len(kept) < _MAX_EXAMPLES_PER_REASON:
                     kept.append(ex.message)
+                bad_in_a_row += 1
+                if bad_in_a_row >= max(_MAX_BAD_IN_A_ROW, 16 * self._batch_size):
+                    raise ValueError(
+                        f"no usable record in the last {bad_in_a_row} records read (skipped so far by reason: "
+                        f"{dict(self._counts)}); latest: {ex.message}")
                 continue
+            bad_in_a_row = 0
             good.append(ex)
         batch = self._collate(good)
         batch[BAD_RECORDS_KEY] = {"counts": dict(self._counts),

@@ -21,7 +21,7 @@ BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
 ALPHABET = [chr(c) for c in range(32, 127)] + ["\n", "\t", "\u2581"]
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> Tokenizer:
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> Tokenizer:
     """Train a byte-fallback BPE tokenizer on `texts`; `vocab_size` counts every piece, the 4
     special and 256 byte pieces included (fewer pieces if the text runs out of merges)."""
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))

@@ -39,6 +39,9 @@ TEMPLATE_TEXT = (
     "Answer the question using a single word or phrase.",
     "Answer with the option's letter from the given choices directly.",
 )
+# Copies of TEMPLATE_TEXT in the tokenizer's corpus: enough for BPE to learn its merges, so the reward prompt
+# takes ~130 pieces instead of ~450 and the system prompt ~26 instead of ~100.
+TEMPLATE_WEIGHT = 50
 
 
 def image_file(index: int) -> str:
@@ -72,7 +75,7 @@ def write_world(
     image_size: int = 64,
     num_eval_images: int | None = None,
     label_noise: float | None = None,
-    vocab_size: int = 1024,
+    vocab_size: int = 2048,
 ) -> dict[str, Path]:
     """Write a ShapesWorld into `out_dir` and return the path of everything written.
 
@@ -127,7 +130,7 @@ def write_world(
     mmhal = records.mmhal_records(eval_files, eval_scenes, stream("mmhal"))
     paths["mmhal"] = _dump(out / "mmhal" / "shapesworld_mmhal.json", mmhal)
 
-    corpus = list(TEMPLATE_TEXT)
+    corpus = list(TEMPLATE_TEXT) * TEMPLATE_WEIGHT
     for lst in captions.values():
         corpus += lst
     for rec in sft + preference + ppo:

@@ -1,0 +1,1 @@
+"""Reinforcement learning pieces (pure functions): reward shaping, symbolic rewards, advantages, PPO losses."""

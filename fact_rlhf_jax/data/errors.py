@@ -12,8 +12,10 @@ BAD_JSON = "bad_json"  # not a JSON object, wrong field types, roles out of orde
 NO_ASSISTANT_TURN = "no_assistant_turn"  # nothing to supervise
 EMPTY_TEXT = "empty_text"  # an assistant reply (or a text-only question) is empty
 TOO_LONG = "too_long"  # the image block, or the first reply, does not fit in max_length
+MISSING_FACTS = "missing_facts"  # a factually augmented reward input without facts for its image
+BAD_LABEL = "bad_label"  # a preference that is not 1 or 2, a caption_type / length_bonus of the wrong type
 
-REASONS = (MISSING_IMAGE, CORRUPT_IMAGE, BAD_JSON, NO_ASSISTANT_TURN, EMPTY_TEXT, TOO_LONG)
+REASONS = (MISSING_IMAGE, CORRUPT_IMAGE, BAD_JSON, NO_ASSISTANT_TURN, EMPTY_TEXT, TOO_LONG, MISSING_FACTS, BAD_LABEL)
 
 
 class BadRecordError(ValueError):

@@ -90,3 +90,32 @@ def token_loss_terms(nll: jax.Array, valid: jax.Array, correct: jax.Array) -> Lo
         "accuracy": (correct.astype(jnp.float32).sum(), weight),
     }
     return LossTerms(total=total, weight=weight, metrics=metrics)
+
+
+def pairwise_reward_loss_terms(r1: jax.Array, r2: jax.Array, choice: jax.Array, valid: jax.Array,
+                               center_coef: float = 1e-3) -> LossTerms:
+    """The reward model's loss on preference pairs (units: pairs).
+
+    r1, r2 float32 [B]: scores of output_1 and output_2; choice [B]: 1 when output_2 is preferred;
+    valid [B]: 0 for filler rows. Per batch: mean_b BCE-with-logits(r2 - r1, choice) + center_coef *
+    |mean_b(r1 + r2)| (the reference's centering term, on this (micro-)batch's mean). As sums: total =
+    sum of BCEs + n * center term, weight = n.
+    Metrics: accuracy = mean[(r2 - r1 >= 0) == choice], label_positive_rate = mean(choice),
+    mean_score = mean of all 2n scores, bce = mean BCE.
+    """
+    v = valid.astype(jnp.float32)
+    c = choice.astype(jnp.float32)
+    logits = (r2 - r1).astype(jnp.float32)
+    bce = c * jax.nn.softplus(-logits) + (1.0 - c) * jax.nn.softplus(logits)
+    n = v.sum()
+    score_sum = (v * (r1 + r2)).sum()
+    center = center_coef * jnp.abs(score_sum / jnp.maximum(n, 1.0)) * n
+    bce_sum = (v * bce).sum()
+    correct = ((logits >= 0).astype(jnp.float32) == c).astype(jnp.float32)
+    metrics = {
+        "accuracy": ((v * correct).sum(), n),
+        "label_positive_rate": ((v * c).sum(), n),
+        "mean_score": (score_sum, 2.0 * n),
+        "bce": (bce_sum, n),
+    }
+    return LossTerms(total=bce_sum + center, weight=n, metrics=metrics)

@@ -150,6 +150,7 @@ class Stage:
 # stage name -> module defining build_stage(config)
 STAGES: dict[str, str] = {
     "sft": "fact_rlhf_jax.train.sft",
+    "reward": "fact_rlhf_jax.train.reward",
 }
 
 

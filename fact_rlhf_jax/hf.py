@@ -15,7 +15,10 @@ HF torch Linear weights are [out, in]; ours are [in, out] with heads split out (
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -356,6 +359,199 @@ def import_llava_original(path: str | os.PathLike, *, vision_tower: str | os.Pat
                            None if head is None else head + "lm_head.weight"),
     }
     return cfg, _finish(params, dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# PEFT LoRA adapters and scalar (reward / value) heads
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A flat `{name: array}` from a `.safetensors` file or a `torch.save` zip file (`.bin`, `.pt`, no suffix).
+
+    Torch files are read by `torch_zip` (an allow-listed unpickler), so nothing in them is executed.
+    """
+    from fact_rlhf_jax import torch_zip
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    if zipfile.is_zipfile(path):
+        try:
+            state = torch_zip.load(path)
+        except torch_zip.UnsafeCheckpointError as e:
+            raise CheckpointError(str(e)) from e
+        if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, np.ndarray)
+                                                  for k, v in state.items()):
+            raise CheckpointError(f"{path}: expected a flat state dict {{name: tensor}}, got {type(state).__name__}")
+        return dict(state)
+    try:
+        with safe_open(str(path), framework="flax") as h:
+            return {k: np.asarray(h.get_tensor(k)) for k in h.keys()}
+    except Exception as e:  # safetensors raises its own error types for non-safetensors bytes
+        raise CheckpointError(f"{path}: neither a torch zip checkpoint nor a safetensors file ({e})") from e
+
+
+# our projection name -> (group in our tree, HF module under a decoder layer)
+_LORA_TARGETS = {"q": ("attn", "self_attn.q_proj"), "k": ("attn", "self_attn.k_proj"),
+                 "v": ("attn", "self_attn.v_proj"), "o": ("attn", "self_attn.o_proj"),
+                 "gate": ("mlp", "mlp.gate_proj"), "up": ("mlp", "mlp.up_proj"), "down": ("mlp", "mlp.down_proj")}
+_LORA_BY_HF_MODULE = {module: ours for ours, (_, module) in _LORA_TARGETS.items()}
+_LORA_HF_NAMES = {module.split(".")[1] for _, module in _LORA_TARGETS.values()}  # q_proj, ..., down_proj
+# Where the decoder layers sit under PEFT's `base_model.model.`, per layout.
+_LORA_DECODER_PREFIXES = ("model.",                  # LlamaForCausalLM, original LLaVA LlavaLlamaForCausalLM
+                          "model.language_model.",   # llava-hf LlavaForConditionalGeneration
+                          "language_model.model.")   # llava-hf, transformers < 4.52
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<prefix>.*?)layers\.(?P<layer>\d+)\."
+                       r"(?P<module>self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)"
+                       r"\.lora_(?P<ab>[AB])(?:\.[\w-]+)?\.weight$")
+# adapter_config.json fields that change what the adapter computes, with the values that leave plain LoRA.
+_LORA_PLAIN = {
+    "bias": ("none",), "lora_bias": (False, None), "use_dora": (False, None), "fan_in_fan_out": (False, None),
+    "modules_to_save": (None, []), "rank_pattern": ({}, None), "alpha_pattern": ({}, None),
+    "layers_to_transform": (None, []), "layer_replication": (None, []), "target_parameters": (None, []),
+    "trainable_token_indices": (None, {}, []), "alora_invocation_tokens": (None, []), "use_qalora": (False, None),
+    "kasa_config": (None, {}), "monteclora_config": (None, {}), "use_bdlora": (None, False, {}),
+    "arrow_config": (None, {}),
+}
+
+
+def _adapter_files(adapter_dir: Path) -> tuple[Path, Path]:
+    """adapter_config.json and the weights file of a PEFT adapter directory. Like the LLaVA-RLHF code, this also
+    looks into `<dir>/adapter_model/` and then into a single named-adapter subdirectory (`lora_default/`)."""
+    d = adapter_dir
+    for _ in range(2):
+        if (d / "adapter_config.json").exists():
+            break
+        if (d / "adapter_model").is_dir():
+            d = d / "adapter_model"
+            continue
+        named = [s for s in sorted(d.iterdir()) if s.is_dir() and (s / "adapter_config.json").exists()] \
+            if d.is_dir() else []
+        if len(named) > 1:
+            raise CheckpointError(f"{d}: several adapters {[s.name for s in named]}; pass one of their directories")
+        if not named:
+            break
+        d = named[0]
+    if not (d / "adapter_config.json").exists():
+        raise CheckpointError(f"{adapter_dir}: no adapter_config.json; not a PEFT adapter directory")
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        if (d / name).exists():
+            return d / "adapter_config.json", d / name
+    raise CheckpointError(f"{d}: no adapter_model.safetensors or adapter_model.bin")
+
+
+def _lora_rank_and_scale(raw: dict, config_file: Path) -> tuple[int, float]:
+    if raw.get("peft_type", "LORA") != "LORA":
+        raise CheckpointError(f"{config_file}: peft_type {raw['peft_type']!r} is not LoRA")
+    for field, plain in _LORA_PLAIN.items():
+        if field in raw and raw[field] not in plain:
+            raise CheckpointError(f"{config_file}: {field}={raw[field]!r} is not supported (plain LoRA needs "
+                                  f"{plain[0]!r})")
+    targets = raw.get("target_modules")
+    if isinstance(targets, list):  # a string is a regex or "all-linear": the tensor keys say what it matched
+        for name in targets:
+            if name.rsplit(".", 1)[-1] not in _LORA_HF_NAMES:
+                raise CheckpointError(f"{config_file}: target_modules entry {name!r} cannot be adapted here (only "
+                                      "the LLaMA decoder's q/k/v/o_proj and gate/up/down_proj)")
+    rank = raw.get("r")
+    if not isinstance(rank, int) or rank <= 0:
+        raise CheckpointError(f"{config_file}: r={rank!r}, expected a positive integer")
+    alpha = float(raw.get("lora_alpha", 8))
+    return rank, alpha / (math.sqrt(rank) if raw.get("use_rslora") else rank)
+
+
+def import_lora(adapter_dir: str | os.PathLike, cfg: LlavaConfig | TextConfig, *,
+                dtype="float32") -> tuple[dict, float]:
+    """Reads a PEFT LoRA adapter directory -> (adapters, lora_scale) for `llava.forward` / `llama.forward`.
+
+    `adapter_config.json` gives r, lora_alpha (scale alpha / r, or alpha / sqrt(r) with use_rslora) and the
+    targets; `adapter_model.safetensors` or `adapter_model.bin` the factors `lora_A` [r, in], `lora_B` [out, r]
+    of the LLaMA decoder in any of the layouts `import_llama` / `import_llava` / `import_llava_original` read.
+    With a LlavaConfig the result is `{"llm": {"layers": ...}}` as `models.lora.init` builds it, with a
+    TextConfig the `{"layers": ...}` subtree; only the adapted projections appear.
+    """
+    from fact_rlhf_jax.models import lora
+
+    config_file, weights_file = _adapter_files(Path(adapter_dir))
+    try:
+        raw = json.loads(config_file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{config_file}: not valid JSON ({e})") from e
+    rank, scale = _lora_rank_and_scale(raw, config_file)
+    if isinstance(cfg, LlavaConfig):
+        text = cfg.text
+    elif isinstance(cfg, TextConfig):
+        text = cfg
+    else:
+        raise TypeError(f"cfg must be a LlavaConfig or a TextConfig, got {type(cfg).__name__}")
+
+    found: dict[tuple[str, int, str], tuple[str, np.ndarray]] = {}  # (target, layer, A|B) -> (key, tensor)
+    prefixes = set()
+    for key, value in read_state_dict(weights_file).items():
+        m = _LORA_KEY.match(key)
+        if m is None:
+            raise CheckpointError(f"{weights_file}: unknown key {key!r} (expected lora_A / lora_B factors of the "
+                                  "LLaMA decoder's q/k/v/o_proj and gate/up/down_proj only)")
+        if m["prefix"] not in _LORA_DECODER_PREFIXES:
+            raise CheckpointError(f"{weights_file}: {key!r} adapts a module outside the LLaMA decoder "
+                                  f"({m['prefix']!r}); vision tower and projector adapters are not supported")
+        layer = int(m["layer"])
+        if layer >= text.num_layers:
+            raise CheckpointError(f"{weights_file}: {key!r} is for layer {layer}, the model has {text.num_layers}")
+        prefixes.add(m["prefix"])
+        slot = (_LORA_BY_HF_MODULE[m["module"]], layer, m["ab"])
+        if slot in found:
+            raise CheckpointError(f"{weights_file}: {found[slot][0]!r} and {key!r} are the same factor (one adapter "
+                                  "per file)")
+        found[slot] = (key, value)
+    if len(prefixes) != 1:
+        raise CheckpointError(f"{weights_file}: " + (f"keys mix the layouts {sorted(prefixes)}" if prefixes
+                                                     else "no LoRA tensors"))
+    prefix = prefixes.pop()
+    listed = raw.get("target_modules") if isinstance(raw.get("target_modules"), list) else []
+    # A projection listed in target_modules but absent from the file is reported missing below.
+    targets = tuple(t for t in lora.DEFAULT_TARGETS
+                    if any(k[0] == t for k in found) or _LORA_TARGETS[t][1].split(".")[1] in listed)
+
+    specs = lora.text_specs(text, rank, targets)["layers"]
+    out: dict = {}
+    for t in targets:
+        group, module = _LORA_TARGETS[t]
+        a_shape, b_shape = specs[group][t]["a"].shape[1:], specs[group][t]["b"].shape[1:]  # [*in, r], [r, *out]
+        want = {"A": (rank, math.prod(a_shape[:-1])), "B": (math.prod(b_shape[1:]), rank)}
+        factors = {"A": [], "B": []}
+        for i in range(text.num_layers):
+            for ab in ("A", "B"):
+                if (t, i, ab) not in found:
+                    raise CheckpointError(f"{weights_file}: {prefix}layers.{i}.{module}.lora_{ab}.weight is "
+                                          f"missing (every layer of an adapted projection needs both factors)")
+                key, w = found[(t, i, ab)]
+                if w.shape != want[ab]:
+                    raise CheckpointError(f"{weights_file}: {key!r} has shape {w.shape}, expected {want[ab]} "
+                                          f"(r={rank} from {config_file.name})")
+                factors[ab].append(w.T.reshape(a_shape if ab == "A" else b_shape))
+        out.setdefault(group, {})[t] = {"a": np.stack(factors["A"]), "b": np.stack(factors["B"])}
+    tree = {"layers": out}
+    return _finish({"llm": tree} if isinstance(cfg, LlavaConfig) else tree, dtype), scale
+
+
+def import_scalar_head(path: str | os.PathLike) -> dict:
+    """Reads a reward or value head -> `{"w": float32 [D], "b": float32 []}`; the score is `hidden @ w + b`.
+
+    `path` holds the state dict of a torch `nn.Linear(D, 1)` (`weight` [1, D], `bias` [1]): the reference's
+    `reward_head` / `value_head.pt` files (`torch.save`, read without running their pickle) or a safetensors file.
+    """
+    path = Path(path)
+    tensors = read_state_dict(path)
+    if set(tensors) != {"weight", "bias"}:
+        raise CheckpointError(f"{path}: expected the state dict of an nn.Linear(D, 1) (keys 'weight', 'bias'), "
+                              f"found keys {sorted(tensors)}")
+    w, b = tensors["weight"], tensors["bias"]
+    if w.ndim != 2 or w.shape[0] != 1:
+        raise CheckpointError(f"{path}: 'weight' has shape {w.shape}, expected [1, D]")
+    if b.shape != (1,):
+        raise CheckpointError(f"{path}: 'bias' has shape {b.shape}, expected [1]")
+    return {"w": jnp.asarray(w[0].astype(np.float32)), "b": jnp.asarray(b[0].astype(np.float32))}
 
 
 # --------------------------------------------------------------------------------------------------

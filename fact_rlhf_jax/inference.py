@@ -3,6 +3,7 @@
 Used by `fact-rlhf generate`, the evaluation harness and notebooks:
 
     model = ChatModel.load("path/to/llava-hf-dir")          # or a training workdir
+    model = ChatModel.load("sft_model", vision_tower="clip-dir", lora="rlhf_lora_adapter_model")  # LLaVA-RLHF
     model.answer(["What is in the image?"], [PIL.Image.open("x.png")], max_new_tokens=64)
 """
 
@@ -45,27 +46,36 @@ class ChatModel:
     # ---------------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, *, tokenizer: str | Path | None = None, dtype: str | None = None,
-             vision_tower: str | Path | None = None, **kwargs: Any) -> "ChatModel":
+             vision_tower: str | Path | None = None, lora: str | Path | None = None, **kwargs: Any) -> "ChatModel":
         """From a llava-hf directory, an original-LLaVA / LLaVA-RLHF directory (+ `vision_tower=` a local CLIP
-        directory), or a training workdir. Tokenizer files come from `path` unless `tokenizer=` is given."""
+        directory), or a training workdir. Tokenizer files come from `path` unless `tokenizer=` is given.
+
+        `lora=` a PEFT adapter directory (e.g. LLaVA-RLHF's `rlhf_lora_adapter_model`) is applied on the fly to a
+        llava-hf or original-LLaVA base; the base weights stay as they are.
+        """
         from transformers import AutoTokenizer
+
+        from fact_rlhf_jax.pretrained import is_workdir
 
         path = Path(path)
         if hf.is_llava_dir(path):
             cfg, params = hf.import_llava(path, dtype=dtype or "float32")
-            tok = AutoTokenizer.from_pretrained(str(tokenizer or path))
-            return cls(cfg, params, tok, **kwargs)
-        if hf.is_original_llava_dir(path):
+        elif hf.is_original_llava_dir(path):
             cfg, params = hf.import_llava_original(path, vision_tower=vision_tower, dtype=dtype or "float32")
-            tok = AutoTokenizer.from_pretrained(str(tokenizer or path))
-            return cls(cfg, params, tok, **kwargs)
-        from fact_rlhf_jax.pretrained import is_workdir
-
-        if is_workdir(path):
+        elif is_workdir(path):
+            if lora is not None:
+                raise ValueError(f"{path}: lora= applies to llava-hf and original-LLaVA directories; a training "
+                                 "workdir brings its own adapters")
             return cls._from_workdir(path, tokenizer, **kwargs)
-        raise FileNotFoundError(f"{path}: neither a llava-hf checkpoint (config.json with vision_config), an "
-                                "original LLaVA checkpoint (config.json with mm_vision_tower) nor a training "
-                                "workdir (config.json + checkpoints/)")
+        else:
+            raise FileNotFoundError(f"{path}: neither a llava-hf checkpoint (config.json with vision_config), an "
+                                    "original LLaVA checkpoint (config.json with mm_vision_tower) nor a training "
+                                    "workdir (model.json or config.json + checkpoints/)")
+        tok = AutoTokenizer.from_pretrained(str(tokenizer or path))
+        if lora is not None:
+            adapters, scale = hf.import_lora(lora, cfg, dtype=dtype or "float32")
+            kwargs = dict(kwargs, lora=adapters, lora_scale=scale)
+        return cls(cfg, params, tok, **kwargs)
 
     @classmethod
     def _from_workdir(cls, workdir: Path, tokenizer, **kwargs) -> "ChatModel":

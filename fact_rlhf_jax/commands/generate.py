@@ -4,7 +4,12 @@
   fact-rlhf generate --model DIR --questions q.jsonl --image-folder imgs/ --out answers.jsonl
 
 `--questions` is JSONL with `question_id`, `image` (relative to --image-folder, optional) and `text`;
-the output has `question_id`, `prompt`, `text` per line. DIR is a llava-hf directory or a training workdir.
+the output has `question_id`, `prompt`, `text` per line. DIR is a llava-hf directory, an original-LLaVA /
+LLaVA-RLHF directory (with `--vision-tower`) or a training workdir; `--lora ADAPTER` applies a PEFT LoRA
+adapter (e.g. LLaVA-RLHF's `rlhf_lora_adapter_model`) to the first two on the fly:
+
+  fact-rlhf generate --model sft_model --vision-tower clip-vit-large-patch14-336 \
+      --lora rlhf_lora_adapter_model --image cat.png --question "What is in the image?"
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="llava-hf checkpoint dir or training workdir")
+    p.add_argument("--model", required=True, help="llava-hf dir, original-LLaVA dir or training workdir")
+    p.add_argument("--vision-tower", default=None, help="local CLIP dir for an original-LLaVA --model")
+    p.add_argument("--lora", default=None, help="PEFT LoRA adapter dir applied to a llava-hf / original-LLaVA --model")
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the model's)")
     p.add_argument("--image", default=None, help="one image file (with --question)")
     p.add_argument("--question", default=None, help="one question")
@@ -66,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
         if not path.exists():
             raise SystemExit(f"record {rec.get('question_id')!r}: image {path} not found")
         images.append(Image.open(path).convert("RGB"))
-    model = ChatModel.load(args.model, tokenizer=args.tokenizer, batch_size=args.batch_size,
-                           pad_to_square=not args.no_pad_to_square)
+    model = ChatModel.load(args.model, tokenizer=args.tokenizer, vision_tower=args.vision_tower, lora=args.lora,
+                           batch_size=args.batch_size, pad_to_square=not args.no_pad_to_square)
     answers = model.answer([r["text"] for r in records], images, max_new_tokens=args.max_new_tokens,
                            temperature=args.temperature, top_p=args.top_p, conv_mode=args.conv_mode)
     out = open(args.out, "w") if args.out else sys.stdout

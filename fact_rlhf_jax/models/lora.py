@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from fact_rlhf_jax.models import llama
-from fact_rlhf_jax.models.config import LlavaConfig
+from fact_rlhf_jax.models.config import LlavaConfig, TextConfig
 from fact_rlhf_jax.models.params import ParamSpec, axes_from_specs, init_from_specs, shapes_from_specs, zeros
 
 DEFAULT_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
@@ -29,7 +29,12 @@ def _kaiming_uniform(fan_in: int):
 
 
 def specs(cfg: LlavaConfig, rank: int, targets: Sequence[str] = DEFAULT_TARGETS) -> dict:
-    base = llama.specs(cfg.text)["layers"]
+    return {"llm": text_specs(cfg.text, rank, targets)}
+
+
+def text_specs(cfg: TextConfig, rank: int, targets: Sequence[str] = DEFAULT_TARGETS) -> dict:
+    """Adapters of a bare LLaMA (`llama.forward`'s params): `{"layers": {"attn": ..., "mlp": ...}}`."""
+    base = llama.specs(cfg)["layers"]
     out: dict = {}
     for name in targets:
         if name not in llama.PROJECTIONS:
@@ -43,7 +48,7 @@ def specs(cfg: LlavaConfig, rank: int, targets: Sequence[str] = DEFAULT_TARGETS)
             "a": ParamSpec((n, *in_shape, rank), ("layers", *in_axes, "lora_rank"), _kaiming_uniform(math.prod(in_shape))),
             "b": ParamSpec((n, rank, *out_shape), ("layers", "lora_rank", *out_axes), zeros),
         }
-    return {"llm": {"layers": out}}
+    return {"layers": out}
 
 
 def init(cfg: LlavaConfig, rng: jax.Array, *, rank: int = 64, targets: Sequence[str] = DEFAULT_TARGETS,

@@ -1,13 +1,9 @@
 """Original-LLaVA (`LlavaLlamaForCausalLM`) checkpoints: LLaMA weights + `model.mm_projector.*`, CLIP from a
 separate directory. Oracle: transformers' LlavaForConditionalGeneration assembled from the same torch modules."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
-import transformers as T
-from safetensors.torch import save_file
 
 from fact_rlhf_jax import hf
 from fact_rlhf_jax.inference import ChatModel
@@ -15,24 +11,8 @@ from fact_rlhf_jax.models import llava
 from tests.models import hf_fixtures as F
 
 
-def _original_checkpoint(tmp_path):
-    llm = F.make_llama(tmp_path / "llm", seed=11)
-    clip = F.make_clip(tmp_path / "clip", seed=12)
-    torch.manual_seed(13)
-    proj = torch.nn.Linear(clip.config.hidden_size, llm.config.hidden_size)
-    save_file({"model.mm_projector.weight": proj.weight.detach().contiguous(),
-               "model.mm_projector.bias": proj.bias.detach().contiguous()},
-              str(tmp_path / "llm" / "mm_projector.safetensors"), metadata={"format": "pt"})
-    cfg = json.loads((tmp_path / "llm" / "config.json").read_text())
-    cfg.update(architectures=["LlavaLlamaForCausalLM"], mm_vision_tower="openai/clip-vit-large-patch14-336",
-               mm_hidden_size=clip.config.hidden_size, mm_vision_select_layer=-2, mm_projector_type="linear",
-               mm_use_im_start_end=False, image_aspect_ratio="pad")
-    (tmp_path / "llm" / "config.json").write_text(json.dumps(cfg))
-    return llm, clip, proj
-
-
 def test_original_llava_matches_transformers(tmp_path):
-    llm, clip, proj = _original_checkpoint(tmp_path)
+    llm, clip, proj = F.make_original_llava(tmp_path)
     assert hf.is_original_llava_dir(tmp_path / "llm") and not hf.is_llava_dir(tmp_path / "llm")
     with pytest.raises(hf.CheckpointError, match="pass vision_tower"):
         hf.import_llava_original(tmp_path / "llm")
@@ -40,16 +20,7 @@ def test_original_llava_matches_transformers(tmp_path):
                                            image_token_id=F.IMAGE_TOKEN)
     assert cfg.projector == "linear" and cfg.vision_feature_layer == -2
 
-    ref = T.LlavaForConditionalGeneration(T.LlavaConfig(
-        vision_config=F.clip_config(), text_config=F.llama_config(), image_token_index=F.IMAGE_TOKEN,
-        projector_hidden_act="linear", vision_feature_layer=-2)).eval()
-    with torch.no_grad():
-        ref.model.language_model.load_state_dict(llm.model.state_dict())
-        ref.lm_head.load_state_dict(llm.lm_head.state_dict())
-        ref.model.vision_tower.load_state_dict(clip.state_dict())
-        ref.model.multi_modal_projector.linear_1.load_state_dict(proj.state_dict())
-        ref.model.multi_modal_projector.linear_2.weight.copy_(torch.eye(llm.config.hidden_size))
-        ref.model.multi_modal_projector.linear_2.bias.zero_()
+    ref = F.original_as_llava_hf(llm, clip, proj)
     rng = np.random.default_rng(0)
     ids = np.array([[1] + [F.IMAGE_TOKEN] * F.NUM_PATCHES + list(rng.integers(3, 90, size=6))])
     px = rng.normal(size=(1, 3, F.IMAGE_SIZE, F.IMAGE_SIZE)).astype(np.float32)
@@ -60,7 +31,7 @@ def test_original_llava_matches_transformers(tmp_path):
 
 
 def test_original_llava_default_image_token_is_outside_the_vocab(tmp_path):
-    _original_checkpoint(tmp_path)
+    F.make_original_llava(tmp_path)
     cfg, params = hf.import_llava_original(tmp_path / "llm", vision_tower=tmp_path / "clip")
     assert cfg.image_token_id == 32000 > cfg.text.vocab_size
     ids = np.array([[1] + [32000] * F.NUM_PATCHES + [5, 6]], np.int32)
@@ -80,7 +51,7 @@ def test_convert_from_original_cli(tmp_path):
     from fact_rlhf_jax.cli import main
     from fact_rlhf_jax.shapesworld import write_world
 
-    _original_checkpoint(tmp_path)
+    F.make_original_llava(tmp_path)
     world = write_world(tmp_path / "world", num_images=8, seed=0, noise=0.0)
     AutoTokenizer.from_pretrained(str(world["tokenizer"])).save_pretrained(str(tmp_path / "llm"))
     out = tmp_path / "hf"

@@ -313,13 +313,18 @@ class ProgramPlan:
     argument_bytes: int
     output_bytes: int
     alias_bytes: int
-    temp_bytes: int
+    temp_bytes: int  # XLA's temp_size_in_bytes (the TPU compiler may place part of them elsewhere: see working_bytes)
     code_bytes: int
     peak_bytes: int
     flops: float  # whole step, all devices (jaxpr count)
     flops_per_device: float
     xla_flops_per_device: float  # cost_analysis(): each loop body once
     flop_notes: list[str]
+
+    @property
+    def working_bytes(self) -> int:
+        """Activations, gradients and workspace live at the peak: peak - arguments - outputs that are not donated."""
+        return max(self.temp_bytes, self.peak_bytes - self.argument_bytes - (self.output_bytes - self.alias_bytes))
 
 
 @dataclasses.dataclass
@@ -344,6 +349,8 @@ class Plan:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        for out, program in zip(d["programs"], self.programs):
+            out["working_bytes"] = program.working_bytes
         d.update(peak_bytes=self.peak_bytes, fits=self.fits)
         return d
 
@@ -421,7 +428,7 @@ def format_plan(plan: Plan) -> str:
         rows = [(f"{k} (exact, from shardings)", v) for k, v in p.exact_bytes.items()]
         rows += [("compiled arguments", p.argument_bytes), ("compiled outputs", p.output_bytes),
                  ("  of which donated (reuse arguments)", p.alias_bytes),
-                 ("activations and temporaries", p.temp_bytes), ("peak", p.peak_bytes)]
+                 ("activations and temporaries", p.working_bytes), ("peak", p.peak_bytes)]
         lines += [f"    {label:<44}{_size(v):>12}" for label, v in rows]
         lines.append(f"  FLOPs per step: {p.flops:.3e} matmul FLOPs ({p.flops_per_device:.3e} per device; jaxpr "
                      f"count, scans x trip count); XLA cost_analysis {p.xla_flops_per_device:.3e} per device "

@@ -44,16 +44,17 @@ class DeviceKind:
     hbm_gib: float  # memory of one device (TPU chip / GPU)
     platform: str  # "tpu" or "gpu"
     devices_per_host: int
+    peak_tflops: float  # dense bfloat16 matmul peak of one device (vendor figure)
     tpu_family: str = ""  # libtpu topology prefix
     tpu_chip_config: str = "default"  # "megacore": one device per chip with two TensorCores
 
 
 DEVICE_KINDS: dict[str, DeviceKind] = {
-    "tpu-v4": DeviceKind("tpu-v4", 32, "tpu", 4, "v4", "megacore"),
-    "tpu-v5e": DeviceKind("tpu-v5e", 16, "tpu", 4, "v5e", "default"),
-    "tpu-v5p": DeviceKind("tpu-v5p", 95, "tpu", 4, "v5", "megacore"),
-    "h100": DeviceKind("h100", 80, "gpu", 8),
-    "a100-80g": DeviceKind("a100-80g", 80, "gpu", 8),
+    "tpu-v4": DeviceKind("tpu-v4", 32, "tpu", 4, 275, "v4", "megacore"),
+    "tpu-v5e": DeviceKind("tpu-v5e", 16, "tpu", 4, 197, "v5e", "default"),
+    "tpu-v5p": DeviceKind("tpu-v5p", 95, "tpu", 4, 459, "v5", "megacore"),
+    "h100": DeviceKind("h100", 80, "gpu", 8, 989),
+    "a100-80g": DeviceKind("a100-80g", 80, "gpu", 8, 312),
 }
 
 # chips -> slice shape (the ones Cloud TPU sells, plus 1 and 2 chips for small tests)
@@ -276,6 +277,16 @@ def _eqn_flops(eqn) -> float:
     return 0.0
 
 
+def _manual_devices(eqn, notes: list[str]) -> int:
+    mesh = eqn.params.get("mesh")
+    axes = next((eqn.params[k] for k in ("manual_axes", "newly_manual_axes", "axis_names") if k in eqn.params), None)
+    try:
+        return math.prod(dict(mesh.shape)[a] for a in axes)
+    except (AttributeError, KeyError, TypeError):
+        notes.append("a shard_map body is counted for one shard (its mesh axes could not be read)")
+        return 1
+
+
 def jaxpr_flops(jaxpr) -> tuple[float, list[str]]:
     """Matmul + convolution FLOPs of a jaxpr with scans multiplied by their length.
 
@@ -299,6 +310,8 @@ def jaxpr_flops(jaxpr) -> tuple[float, list[str]]:
                 inner *= eqn.params["length"]
             elif name == "while":
                 notes.append("a while loop is counted once (its trip count is not known before running)")
+            elif name == "shard_map":  # the body sees one shard: scale by the devices along its manual axes
+                inner *= _manual_devices(eqn, notes)
             total += inner
         return total
 
@@ -337,6 +350,7 @@ class Plan:
     topology: str
     hosts: int
     hbm_bytes: int
+    peak_tflops: float
     programs: list[ProgramPlan]
 
     @property
@@ -392,7 +406,7 @@ def make_plan(config, mesh_shape: Mapping[str, int], target: Target, config_name
     programs = [measure(p, n) for p in programs_for(config, mesh, rules)]
     return Plan(config=config_name, stage=str(config.stage), mesh=dict(mesh_shape), device=target.kind.name,
                 backend=target.backend, topology=target.topology, hosts=target.hosts,
-                hbm_bytes=target.hbm_bytes, programs=programs)
+                hbm_bytes=target.hbm_bytes, peak_tflops=target.kind.peak_tflops, programs=programs)
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -433,6 +447,8 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"  FLOPs per step: {p.flops:.3e} matmul FLOPs ({p.flops_per_device:.3e} per device; jaxpr "
                      f"count, scans x trip count); XLA cost_analysis {p.xla_flops_per_device:.3e} per device "
                      "(each loop body once)")
+        lines.append(f"  compute-bound floor: {p.flops_per_device / (plan.peak_tflops * 1e12):.2f} s per step at "
+                     f"{plan.peak_tflops:g} TFLOP/s per device (bfloat16 peak; real steps are slower)")
         lines += [f"  note: {note}" for note in dict.fromkeys(p.flop_notes)]
     verdict = "yes" if plan.fits else "NO"
     lines += ["", f"fits: {verdict} (peak {_size(plan.peak_bytes)} of {_size(plan.hbm_bytes)}, "

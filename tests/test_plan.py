@@ -126,3 +126,12 @@ def test_tpu_compiler_plan_without_a_tpu():
     assert target.topology == "v5e:2x2" and len(target.devices) == 4
     result = plan.make_plan(config, {"data": 1, "fsdp": 4, "tensor": 1}, target, config_name=TINY)
     assert result.backend == "tpu" and result.fits and result.programs[0].working_bytes > 0
+
+
+def test_flops_of_a_shard_map_body_count_every_shard():
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.make_mesh((4,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))
+    f = jax.shard_map(lambda a, b: a @ b, mesh=mesh, in_specs=(P("x"), P()), out_specs=P("x"))
+    jaxpr = jax.make_jaxpr(f)(jnp.zeros((8, 16)), jnp.zeros((16, 4)))
+    assert plan.jaxpr_flops(jaxpr.jaxpr) == (2 * 8 * 16 * 4, [])

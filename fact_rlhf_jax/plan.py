@@ -333,6 +333,7 @@ class ProgramPlan:
     flops_per_device: float
     xla_flops_per_device: float  # cost_analysis(): each loop body once
     flop_notes: list[str]
+    out_of_memory: str = ""  # the compiler's message when it refused the program for exceeding device memory
 
     @property
     def working_bytes(self) -> int:
@@ -359,7 +360,7 @@ class Plan:
 
     @property
     def fits(self) -> bool:
-        return self.peak_bytes <= self.hbm_bytes
+        return not any(p.out_of_memory for p in self.programs) and self.peak_bytes <= self.hbm_bytes
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -372,7 +373,15 @@ class Plan:
 def measure(program: Program, num_devices: int) -> ProgramPlan:
     traced = program.jitted.trace(*program.args)
     flops, notes = jaxpr_flops(traced.jaxpr.jaxpr)
-    compiled = traced.lower().compile()
+    exact = {k: shard_bytes(v) for k, v in program.inputs.items()}
+    try:
+        compiled = traced.lower().compile()
+    except jax.errors.JaxRuntimeError as e:
+        # The TPU compiler refuses a program whose buffers exceed the chip's memory (the CPU backend never does).
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        return ProgramPlan(program.name, program.description, exact, 0, 0, 0, 0, 0, 0, flops, flops / num_devices,
+                           0.0, notes, out_of_memory=str(e).strip().splitlines()[0])
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
@@ -381,7 +390,7 @@ def measure(program: Program, num_devices: int) -> ProgramPlan:
     peak = getattr(mem, "peak_memory_in_bytes", 0) or (args + out - alias + temp)
     return ProgramPlan(
         name=program.name, description=program.description,
-        exact_bytes={k: shard_bytes(v) for k, v in program.inputs.items()},
+        exact_bytes=exact,
         argument_bytes=args, output_bytes=out, alias_bytes=alias, temp_bytes=temp,
         code_bytes=mem.generated_code_size_in_bytes, peak_bytes=max(peak, args + out - alias + temp),
         flops=flops, flops_per_device=flops / num_devices, xla_flops_per_device=float(cost.get("flops", 0.0)),
@@ -440,17 +449,23 @@ def format_plan(plan: Plan) -> str:
     for p in plan.programs:
         lines += ["", f"program {p.name}: {p.description}", "  per device:"]
         rows = [(f"{k} (exact, from shardings)", v) for k, v in p.exact_bytes.items()]
-        rows += [("compiled arguments", p.argument_bytes), ("compiled outputs", p.output_bytes),
-                 ("  of which donated (reuse arguments)", p.alias_bytes),
-                 ("activations and temporaries", p.working_bytes), ("peak", p.peak_bytes)]
+        if not p.out_of_memory:
+            rows += [("compiled arguments", p.argument_bytes), ("compiled outputs", p.output_bytes),
+                     ("  of which donated (reuse arguments)", p.alias_bytes),
+                     ("activations and temporaries", p.working_bytes), ("peak", p.peak_bytes)]
         lines += [f"    {label:<44}{_size(v):>12}" for label, v in rows]
+        if p.out_of_memory:
+            lines.append(f"  the compiler refused it for this device's memory: {p.out_of_memory}")
+        xla = f"{p.xla_flops_per_device:.3e} per device (each loop body once)" if not p.out_of_memory else "n/a"
         lines.append(f"  FLOPs per step: {p.flops:.3e} matmul FLOPs ({p.flops_per_device:.3e} per device; jaxpr "
-                     f"count, scans x trip count); XLA cost_analysis {p.xla_flops_per_device:.3e} per device "
-                     "(each loop body once)")
+                     f"count, scans x trip count); XLA cost_analysis {xla}")
         lines.append(f"  compute-bound floor: {p.flops_per_device / (plan.peak_tflops * 1e12):.2f} s per step at "
                      f"{plan.peak_tflops:g} TFLOP/s per device (bfloat16 peak; real steps are slower)")
         lines += [f"  note: {note}" for note in dict.fromkeys(p.flop_notes)]
-    verdict = "yes" if plan.fits else "NO"
-    lines += ["", f"fits: {verdict} (peak {_size(plan.peak_bytes)} of {_size(plan.hbm_bytes)}, "
-              f"{100 * plan.peak_bytes / plan.hbm_bytes:.0f} %)"]
+    refused = [p.name for p in plan.programs if p.out_of_memory]
+    if refused:
+        lines += ["", f"fits: NO ({', '.join(refused)}: out of device memory at compile time)"]
+    else:
+        lines += ["", f"fits: {'yes' if plan.fits else 'NO'} (peak {_size(plan.peak_bytes)} of "
+                  f"{_size(plan.hbm_bytes)}, {100 * plan.peak_bytes / plan.hbm_bytes:.0f} %)"]
     return "\n".join(lines)

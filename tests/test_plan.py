@@ -119,13 +119,25 @@ def test_tpu_slice_names():
         plan.tpu_topology_name(plan.DEVICE_KINDS["tpu-v5p"], 12)
 
 
-@pytest.mark.skipif(not plan.libtpu_available(), reason="libtpu not installed (pip install -e '.[tpu]')")
+needs_libtpu = pytest.mark.skipif(not plan.libtpu_available(), reason="libtpu not installed (pip install -e '.[tpu]')")
+
+
+@needs_libtpu
 def test_tpu_compiler_plan_without_a_tpu():
     config = config_lib.load(TINY)
     target = plan.make_target("tpu-v5e", 4, backend="tpu")
     assert target.topology == "v5e:2x2" and len(target.devices) == 4
     result = plan.make_plan(config, {"data": 1, "fsdp": 4, "tensor": 1}, target, config_name=TINY)
     assert result.backend == "tpu" and result.fits and result.programs[0].working_bytes > 0
+
+
+@needs_libtpu
+def test_tpu_compiler_refusing_a_program_means_it_does_not_fit(capsys):
+    # 131072 rows of [195, 256] float32 logits alone are 24 GiB: more than a v5e chip's 16 GiB.
+    code = cli.main(["plan", "--config", TINY, "--device", "tpu-v5e", "--mesh", "fsdp=1", "--backend", "tpu",
+                     "--config.batch_size=131072"])
+    out = capsys.readouterr().out
+    assert code == 1 and "RESOURCE_EXHAUSTED" in out and "fits: NO (train_step: out of device memory" in out
 
 
 def test_flops_of_a_shard_map_body_count_every_shard():

@@ -462,6 +462,9 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"  compute-bound floor: {p.flops_per_device / (plan.peak_tflops * 1e12):.2f} s per step at "
                      f"{plan.peak_tflops:g} TFLOP/s per device (bfloat16 peak; real steps are slower)")
         lines += [f"  note: {note}" for note in dict.fromkeys(p.flop_notes)]
+    if plan.device in DEVICE_KINDS and DEVICE_KINDS[plan.device].platform == "gpu":
+        lines += ["", "note: JAX preallocates XLA_PYTHON_CLIENT_MEM_FRACTION of each GPU (default 0.75: "
+                  f"{_size(0.75 * plan.hbm_bytes)} here); launch/gpu_multinode.sh sets 0.9 ({_size(0.9 * plan.hbm_bytes)})"]
     refused = [p.name for p in plan.programs if p.out_of_memory]
     if refused:
         lines += ["", f"fits: NO ({', '.join(refused)}: out of device memory at compile time)"]

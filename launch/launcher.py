@@ -29,7 +29,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DISTRIBUTED_COMMANDS = ("train",)  # fact-rlhf commands that take --distributed
-GPU_DEFAULT_ENV = ("XLA_FLAGS=--xla_gpu_enable_latency_hiding_scheduler=true",)  # overlap collectives
+# Overlap collectives with compute; let JAX take 90 % of each GPU's memory instead of its default 75 %.
+GPU_DEFAULT_ENV = ("XLA_FLAGS=--xla_gpu_enable_latency_hiding_scheduler=true", "XLA_PYTHON_CLIENT_MEM_FRACTION=0.9")
 DEFAULT_PORT = 12355
 
 

@@ -105,7 +105,7 @@ def test_tpu_setup_from_a_wheel():
 
 # --- multi-node GPU ---------------------------------------------------------------------------------
 
-GPU_FLAGS = "XLA_FLAGS=--xla_gpu_enable_latency_hiding_scheduler=true"
+GPU_ENV = ["XLA_FLAGS=--xla_gpu_enable_latency_hiding_scheduler=true", "XLA_PYTHON_CLIENT_MEM_FRACTION=0.9"]
 
 
 def test_gpu_slurm():
@@ -114,7 +114,7 @@ def test_gpu_slurm():
     i = cmd.index("/shared/fact_rlhf_jax/.venv/bin/fact-rlhf")
     assert cmd[0] == "srun" and cmd[i + 1:] == TRAIN_DISTRIBUTED
     assert {"--nodes=4", "--ntasks-per-node=1", "--gpus-per-node=8", "--partition=a100", "--time=24:00:00",
-            "--chdir=/shared/fact_rlhf_jax", f"--export=ALL,{GPU_FLAGS}"} == set(cmd[1:i]) - {"--kill-on-bad-exit=1"}
+            "--chdir=/shared/fact_rlhf_jax", f"--export=ALL,{','.join(GPU_ENV)}"} == set(cmd[1:i]) - {"--kill-on-bad-exit=1"}
 
 
 def test_gpu_ssh_one_process_per_host():
@@ -127,7 +127,7 @@ def test_gpu_ssh_one_process_per_host():
         directory, env, program = remote(cmd[2])
         assert directory == "/nfs/f"
         assert env == ["JAX_COORDINATOR_ADDRESS=node0:2222", "JAX_NUM_PROCESSES=3", f"JAX_PROCESS_ID={i}",
-                       GPU_FLAGS, "NCCL_DEBUG=WARN"]
+                       *GPU_ENV, "NCCL_DEBUG=WARN"]
         assert program == ["/nfs/f/.venv/bin/fact-rlhf", *TRAIN_DISTRIBUTED]
 
 
@@ -135,7 +135,7 @@ def test_gpu_node_process():
     (cmd,) = dry_run("gpu_multinode.sh", "node", "--coordinator", "10.0.0.1:1234", "--num-processes", "4",
                      "--process-id", "3", "--fact-rlhf", "/opt/venv/bin/fact-rlhf", "--dry-run", "--", *TRAIN)
     assert cmd == ["env", "JAX_COORDINATOR_ADDRESS=10.0.0.1:1234", "JAX_NUM_PROCESSES=4", "JAX_PROCESS_ID=3",
-                   GPU_FLAGS, "/opt/venv/bin/fact-rlhf", *TRAIN_DISTRIBUTED]
+                   *GPU_ENV, "/opt/venv/bin/fact-rlhf", *TRAIN_DISTRIBUTED]
     bad = launch("gpu_multinode.sh", "node", "--coordinator", "h:1", "--num-processes", "2", "--process-id", "2",
                  "--dry-run", "--", *TRAIN, check=False)
     assert bad.returncode == 2 and "expected 0..1" in bad.stderr

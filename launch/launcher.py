@@ -139,8 +139,8 @@ def tpu_run(opts, command: list[str]) -> list[list[str]]:
     args = fact_rlhf_args(command, num_processes=1, always_distributed=True)
     workdir = workdir_of(args)
     if workdir is not None and not workdir.startswith("gs://"):
-        print(f"warning: --workdir {workdir} is not a gs:// bucket: every worker must see the same workdir",
-              file=sys.stderr)
+        print(f"warning: --workdir {workdir} is not a gs:// bucket: every worker must see the same directory "
+              "(e.g. a gcsfuse mount)", file=sys.stderr)
     return [_on_all_workers(opts, remote_shell(opts.dir, env_items(opts.env), [".venv/bin/fact-rlhf", *args]))]
 
 

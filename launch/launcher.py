@@ -20,7 +20,6 @@ and SLURM jobs are discovered by JAX itself; elsewhere each process gets JAX_COO
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import signal
 import subprocess

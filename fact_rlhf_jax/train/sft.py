@@ -144,8 +144,23 @@ class SFTStage(Stage):
         if not tokenizer_dir:
             raise ValueError("config.data.tokenizer: no tokenizer directory given")
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        self.model_cfg = model_config(config, self.tokenizer)
-        self.max_length = int(data.max_text_length) - 1 + self.model_cfg.num_image_tokens
+        self._set_model(config, self.tokenizer)
+
+    @classmethod
+    def model_only(cls, config: ml_collections.ConfigDict) -> "SFTStage":
+        """The model and loss side only (no tokenizer, no data): for planning on abstract inputs.
+
+        Without a tokenizer, `model.vocab_from_tokenizer` / `image_token_from_tokenizer` keep the preset's values.
+        """
+        stage = cls.__new__(cls)
+        stage.config, stage.workdir, stage.tokenizer = config, None, None
+        stage.train_sources = stage.eval_sources = []
+        stage._set_model(config, None)
+        return stage
+
+    def _set_model(self, config: ml_collections.ConfigDict, tokenizer) -> None:
+        self.model_cfg = model_config(config, tokenizer)
+        self.max_length = int(config.data.max_text_length) - 1 + self.model_cfg.num_image_tokens
         self.lora_rank = int(config.lora.rank) if "lora" in config else 0
         if self.lora_rank:
             self.lora_targets = tuple(config.lora.targets)
@@ -286,3 +301,25 @@ def load_initial_weights(init: ml_collections.ConfigDict, params: dict, sharding
 
 def build_stage(config, workdir):
     return SFTStage(config, workdir)
+
+
+def plan_programs(config, mesh, rules):
+    """`fact-rlhf plan` hook: one train step on the longest padded batch the config allows.
+
+    Rows: `batch_size` (global; the step splits them into `grad_accum` micro-batches); length: the last
+    length bucket, `max_text_length - 1 + num_image_tokens`.
+    """
+    import jax.numpy as jnp
+
+    from fact_rlhf_jax.plan import train_step_program
+
+    stage = SFTStage.model_only(config)
+    rows, length, size = int(config.batch_size), stage.max_length, stage.model_cfg.vision.image_size
+    tokens = jax.ShapeDtypeStruct((rows, length), jnp.int32)
+    batch = {"input_ids": tokens, "attention_mask": tokens, "labels": tokens,
+             "pixel_values": jax.ShapeDtypeStruct((rows, 3, size, size), jnp.float32)}
+    accum = int(config.grad_accum)
+    what = (f"one optimizer update of {rows} sequences x {length} tokens ({accum} micro-batch"
+            f"{'es' if accum > 1 else ''} of {rows // accum}), {config.model.preset}, "
+            f"{stage.model_cfg.param_dtype} weights, remat {stage.model_cfg.remat}")
+    return [train_step_program(stage, config, mesh, rules, batch, what)]

@@ -401,17 +401,21 @@ class PPOStage(Stage):
         return PPOStep(self, context)
 
     # --- data -------------------------------------------------------------------------------------
-    def train_data(self, *, process_index, process_count, batch_size, seed):
+    def prompt_loader(self, *, process_index=0, process_count=1, batch_size, seed, shuffle=True, num_epochs=None):
         from fact_rlhf_jax.data.prompts import build_prompt_loader
 
         data = self.config.data
-        self._loader = build_prompt_loader(
+        return build_prompt_loader(
             self.train_sources, self.tokenizer, policy_cfg=self.policy_cfg, reward_cfg=self.reward_cfg,
             template_text=self.template_text, captions=self.captions, query_len=int(data.query_len),
             instruction_length=int(data.instruction_length), global_batch_size=batch_size * process_count,
-            seed=seed, conv_template=data.template, shuffle=True, num_epochs=None, strict=bool(data.strict),
+            seed=seed, conv_template=data.template, shuffle=shuffle, num_epochs=num_epochs, strict=bool(data.strict),
             process_index=process_index, process_count=process_count, pad_to_square=bool(data.pad_to_square),
             read_threads=int(data.read_threads))
+
+    def train_data(self, *, process_index, process_count, batch_size, seed):
+        self._loader = self.prompt_loader(process_index=process_index, process_count=process_count,
+                                          batch_size=batch_size, seed=seed)
         return iter(self._loader)
 
     def num_train_examples(self):

@@ -145,6 +145,13 @@ class SFTStage(Stage):
             raise ValueError("config.data.tokenizer: no tokenizer directory given")
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         self._set_model(config, self.tokenizer)
+        from fact_rlhf_jax import pretrained
+
+        adapter = (pretrained.AdapterSpec("lora", self.lora_rank, float(config.lora.alpha), self.lora_targets)
+                   if self.lora_rank else None)
+        base = str(Path(self.lora_base_source).absolute()) if self.lora_rank else None
+        pretrained.write_card(workdir, pretrained.Card(
+            "llava", self.model_cfg, str(Path(tokenizer_dir).absolute()), base=base, adapter=adapter))
 
     @classmethod
     def model_only(cls, config: ml_collections.ConfigDict) -> "SFTStage":
@@ -166,18 +173,11 @@ class SFTStage(Stage):
             self.lora_targets = tuple(config.lora.targets)
             self.lora_scale = float(config.lora.alpha) / self.lora_rank
         self._loader = None
-        from fact_rlhf_jax import pretrained
-
         init = config.get("init", ml_collections.ConfigDict())
         self.lora_base_source = init.get("hf_llava", "") or init.get("params_from", "")
         if self.lora_rank and not self.lora_base_source:
             raise ValueError("lora.rank > 0: LoRA SFT adapts a whole model; name it in init.params_from (a training "
                              "workdir or any starting point) or init.hf_llava")
-        adapter = (pretrained.AdapterSpec("lora", self.lora_rank, float(config.lora.alpha), self.lora_targets)
-                   if self.lora_rank else None)
-        base = str(Path(self.lora_base_source).absolute()) if self.lora_rank else None
-        pretrained.write_card(workdir, pretrained.Card(
-            "llava", self.model_cfg, str(Path(tokenizer_dir).absolute()), base=base, adapter=adapter))
 
     # --- model ------------------------------------------------------------------------------------
     def init_params(self, rng):

@@ -1,0 +1,20 @@
+"""Fact-RLHF PPO of the 13B CLIP-336 policy with the 13B Fact-RM (reference 13b-v1.5-336 `train_rl_model.sh`).
+
+All four roles (policy, reference, value, reward) share one frozen bf16 13B base.
+
+  fact-rlhf train --config configs/ppo/llava_13b_336.py --workdir gs://.../ppo_13b \
+      --config.init.policy=gs://.../policy_init_13b --config.init.reward=gs://.../rm_13b
+
+The recipe is `reference_ppo` in common.py.
+"""
+
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("ppo_common", Path(__file__).with_name("common.py"))
+common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(common)
+
+
+def get_config(arg=None):
+    return common.reference_ppo("runs/policy_init_13b", "runs/rm_13b", rollout_rows_per_pass=32)

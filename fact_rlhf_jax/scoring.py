@@ -69,6 +69,24 @@ class RewardModel:
                    conv_template=extra.get("conv_template", "vicuna_v1"),
                    max_text_length=int(extra.get("max_text_length", 2048)), **kwargs)
 
+    @classmethod
+    def from_released(cls, base: str | Path, adapter: str | Path, head: str | Path, *, vision_tower: str | None = None,
+                      tokenizer: str | None = None, prompt: str = "fact_rlhf", captions: str | None = None,
+                      **kwargs: Any) -> "RewardModel":
+        """The released LLaVA-RLHF reward model: `base` (the SFT model, llava-hf or original layout), `adapter` (a
+        PEFT directory such as `rm_lora_adapter_model`) and `head` (its `reward_head` file)."""
+        from transformers import AutoTokenizer
+
+        from fact_rlhf_jax import hf, pretrained
+        from fact_rlhf_jax.data.preference import load_captions
+
+        source = {"path": str(base), "vision_tower": vision_tower} if vision_tower else str(base)
+        model = pretrained.load(source)
+        adapters, scale = hf.import_lora(adapter, model.cfg)
+        tok = AutoTokenizer.from_pretrained(str(tokenizer or model.card.tokenizer))
+        return cls(model.cfg, model.merged_params(), adapters, hf.import_scalar_head(head), tok, lora_scale=scale,
+                   prompt=prompt, captions=load_captions(captions), **kwargs)
+
     def input_ids(self, record: Mapping, rng: np.random.Generator | None = None) -> np.ndarray:
         """int32 [T]: the reward input of `record` (its last gpt turn is the response). Raises `BadRecordError`."""
         convo = record.get("conversations")

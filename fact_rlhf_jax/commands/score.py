@@ -1,6 +1,8 @@
 """`fact-rlhf score`: score responses with a reward model.
 
   fact-rlhf score --model RM_WORKDIR --records R.jsonl --out S.jsonl [--image-folder D] [--captions FILE]
+  fact-rlhf score --model SFT_MODEL --lora rm_lora_adapter_model --head reward_head [--vision-tower CLIP] \
+      --captions image_to_caption.json --records R.jsonl --out S.jsonl      # the released LLaVA-RLHF reward model
 
 Each input line is a LLaVA-shaped record: `image` (relative to --image-folder, optional), `conversations`
 whose last `gpt` turn is the response to score, optional `captions` (the facts a Fact-RM is given; without
@@ -23,7 +25,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="reward-model training workdir")
+    p.add_argument("--model", required=True, help="reward-model training workdir, or the base model with --lora/--head")
+    p.add_argument("--lora", default=None, help="PEFT adapter directory of a released reward model (on --model)")
+    p.add_argument("--head", default=None, help="its reward head file (torch state dict or safetensors)")
+    p.add_argument("--vision-tower", default=None, help="local CLIP directory for an original-LLaVA --model")
+    p.add_argument("--prompt", default="fact_rlhf", help="with --lora: fact_rlhf, vanilla or a template file")
     p.add_argument("--records", required=True, help="JSONL records to score (see above)")
     p.add_argument("--out", required=True, help="JSONL output: the records with `reward` added")
     p.add_argument("--image-folder", default="", help="folder the records' `image` fields are relative to")
@@ -41,7 +47,15 @@ def run(args: argparse.Namespace) -> int:
     from fact_rlhf_jax.scoring import RewardModel
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    model = RewardModel.load(args.model, tokenizer=args.tokenizer, captions=args.captions, batch_size=args.batch_size)
+    if (args.lora is None) != (args.head is None):
+        raise SystemExit("--lora and --head go together (a released reward model's adapter and head)")
+    if args.lora:
+        model = RewardModel.from_released(args.model, args.lora, args.head, vision_tower=args.vision_tower,
+                                          tokenizer=args.tokenizer, prompt=args.prompt, captions=args.captions,
+                                          batch_size=args.batch_size)
+    else:
+        model = RewardModel.load(args.model, tokenizer=args.tokenizer, captions=args.captions,
+                                 batch_size=args.batch_size)
     store = JsonlStore(args.out, "line")
     todo, skipped = [], 0
     for line, record in iter_jsonl(args.records):

@@ -4,7 +4,8 @@
     rm.score([record, ...], [PIL image or None, ...])      # -> [float, ...]
 
 A record is LLaVA-shaped: `conversations` whose last `gpt` turn is the response to score, optional `captions`
-(the facts a Fact-RM is given; otherwise looked up in the model's `image_to_caption.json` by `image`). The
+(the facts a Fact-RM is given; otherwise looked up in the model's `image_to_caption.json` by `image`, or by
+"aok_" + `image` for multiple-choice prompts, `caption_type` 2-5). The
 scores come from `models.reward.scores`, the function the reward-model stage trains and PPO calls.
 """
 
@@ -74,7 +75,8 @@ class RewardModel:
         convo = record.get("conversations")
         if not isinstance(convo, list) or not convo or not isinstance(convo[-1], Mapping):
             raise errors.BadRecordError(None, None, "conversations", errors.BAD_JSON, "expected a list of turns")
-        facts = reward_input.facts_for(record, self.captions) if self.factual else None
+        facts = (reward_input.facts_for(record, self.captions, key=reward_input.caption_key(record))
+                 if self.factual else None)
         return reward_input.build(record, convo[-1].get("value"), self.template_text, self.tokenizer,
                                   has_image=bool(record.get("image")), image_token_id=self.cfg.image_token_id,
                                   num_image_tokens=self.cfg.num_image_tokens, facts=facts, rng=rng,

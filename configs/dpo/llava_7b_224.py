@@ -6,7 +6,8 @@
 
 The recipe and where each number comes from: configs/dpo/common.py. Iterative (on-policy) rounds: sample
 pairs from this run with `fact-rlhf pairs --policy WORKDIR --reward RM ...` and train the next round with
-`--config.init.model=WORKDIR --config.data.train="[('PREFS.json', 'IMAGES', 1.0)]"`.
+`--config.init.model.path=WORKDIR --config.data.train="[('PREFS.json', 'IMAGES', 1.0)]"` (a workdir ignores
+the config's `vision_tower`).
 """
 
 import importlib.util

@@ -106,10 +106,30 @@ def save_table(workdir: str | Path, fingerprint: dict, table: np.ndarray) -> Pat
 def compute_table(logps_fn: Callable[[dict], tuple[np.ndarray, np.ndarray]], batches: Iterable[dict],
                   num_records: int) -> np.ndarray:
     """Runs `logps_fn(batch) -> (record [B, 2], logps [B, 2])` over `batches` (one source, every record once;
-    `record` and `logps` of the whole global batch) and fills float32 [num_records, 2], NaN where no row came."""
+    `record` and `logps` of the whole global batch) and fills float32 [num_records, 2], NaN where no row came.
+
+    With several hosts every call is collective: a host whose share ran out sends its last batch again with
+    every row marked as filler (`record` -1, `valid` 0) until all hosts are done."""
     table = np.full((num_records, 2), np.nan, np.float32)
-    for batch in batches:
+    it, last = iter(batches), None
+    while True:
+        batch = next(it, None)
+        if not _any_host(batch is not None):
+            break
+        if batch is None:
+            if last is None:
+                raise ValueError(f"this host got no record of the {num_records} for the reference pass")
+            batch = {**last, "record": np.full_like(last["record"], -1), "valid": np.zeros_like(last["valid"])}
+        last = batch
         record, logps = logps_fn(batch)
         real = record[:, 0] >= 0
         table[record[real, 1]] = logps[real]
     return table
+
+
+def _any_host(flag: bool) -> bool:
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())

@@ -253,6 +253,34 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, uninterrupted, tiny_w
     assert_bitwise_equal(resumed.state, want)
 
 
+def test_two_process_run_equals_one_process(tmp_path, uninterrupted, tiny_world_and_sft):
+    """`--distributed` with two processes of 4 devices: each host feeds its share of the reference pass, every
+    host ends with the whole table, and training ends where the one-process run ends."""
+    from tests.train.test_multihost_training import _free_port, wait_all
+
+    workdir, stage, want = uninterrupted
+    world, sft = tiny_world_and_sft["world"], tiny_world_and_sft["sft"]
+    port = _free_port()
+    cmd = [sys.executable, "-m", "fact_rlhf_jax", "train", "--config", str(REPO / "tests/train/dpo_fixtures.py"),
+           "--workdir", str(tmp_path), f"--config.num_steps={STEPS}", f"--config.init.model={sft}",
+           f"--config.data.train=[('{world['preference']}', '{world['images']}', 1.0)]", "--distributed"]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+        JAX_DEFAULT_MATMUL_PRECISION="highest", PYTHONPATH=str(REPO), JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+        JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid))) for pid in range(2)]
+    wait_all(procs)
+
+    table = np.load(next((tmp_path / "reference_logps").glob("*.npz")))["logps"]
+    np.testing.assert_allclose(table, stage._tables[stage.train_sources[0][0]], rtol=1e-5)
+    losses = lambda w: [l["loss"] for l in metric_lines(w) if "loss" in l]
+    np.testing.assert_allclose(losses(tmp_path), losses(workdir)[:STEPS], rtol=1e-4)
+    from fact_rlhf_jax.pretrained import load
+
+    lora = load(tmp_path).adapter
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-3, atol=1e-5), lora,
+                 want["params"]["lora"])
+
+
 def test_dpo_run_is_a_model_for_generate(uninterrupted):
     from fact_rlhf_jax.inference import ChatModel
 
@@ -312,3 +340,31 @@ def test_dpo_step_sharded_equals_single_device(tiny_world_and_sft, tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), sharded, single)
     a = live["params"]["lora"]["llm"]["layers"]["mlp"]["up"]["b"]
     assert len(a.sharding.device_set) == 8 and a.addressable_shards[0].data.size < a.size
+
+
+# --- configs ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["configs/dpo/llava_7b_224.py", "configs/dpo/llava_13b_336.py"])
+def test_reference_dpo_recipe(path):
+    from fact_rlhf_jax import config as config_lib
+
+    c = config_lib.load(path, [("init.model.path", "/ckpt/round0")])
+    assert c.stage == "dpo" and c.init.model.path == "/ckpt/round0" and c.init.model.vision_tower
+    assert (c.lora.rank, c.lora.alpha, c.init.param_dtype) == (64, 16.0, "bfloat16")
+    assert set(c.lora.targets) == {"q", "k", "v", "o", "gate", "up", "down"} and tuple(c.trainable) == ("lora/.*",)
+    assert (c.dpo.loss, c.dpo.beta, c.dpo.label_smoothing, c.dpo.average_log_probs) == ("sigmoid", 0.1, 0.0, False)
+    assert (c.optim.lr, c.optim.schedule, c.optim.warmup_ratio, c.optim.weight_decay) == (1e-5, "cosine", 0.05, 0.01)
+    assert (c.batch_size, c.num_epochs, c.data.max_text_length, c.data.eval_size) == (8, 2.0, 2048, 500)
+    assert c.data.train[0][0].endswith("llava_7b_v1_preference.json") and c.data.template == "vicuna_v1"
+
+
+def test_tiny_config_variants():
+    from fact_rlhf_jax import config as config_lib
+
+    lora, full, ipo = (config_lib.load(f"configs/dpo/tiny.py:{v}") for v in ("lora", "full", "ipo"))
+    assert lora.lora.rank > 0 and lora.data.shapesworld.num_images > 0 and not lora.init.model
+    assert full.lora.rank == 0 and tuple(full.trainable) == ("llm/.*",)
+    assert ipo.dpo.loss == "ipo" and ipo.dpo.average_log_probs
+    with pytest.raises(ValueError, match="expected one of"):
+        config_lib.load("configs/dpo/tiny.py:ppo")

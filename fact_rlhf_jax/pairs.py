@@ -3,12 +3,13 @@
     fact-rlhf pairs --policy P --reward RM --prompts PPO.json --samples K --out PREFS.json [--image-folder D]
 
 For every prompt record of the PPO prompt file (`conversations`: a human turn and a gpt turn, optional
-`captions`, `caption_type`, `length_bonus`), the policy samples K responses to the first human turn with the
-project's sampler (`ChatModel.generate_ids` -> `sampling.generate`, the training template `vicuna_v1` by
-default, `temperature`), the reward model scores every response (`scoring.RewardModel`, the reward input PPO
-scores: a Fact-RM gets the record's `captions`, else its `image_to_caption.json` entry, "aok_"-keyed for
-multiple-choice `caption_type` 2-5; one fact order per prompt so its K rewards compare like with like), and
-the best and the worst response become one preference record in the LLaVA-RLHF format:
+`captions`, `caption_type`, `length_bonus`; read as PPO reads it, `data.prompts`), the policy samples K
+responses to the first human turn with the project's sampler (`ChatModel.generate_ids` -> `sampling.generate`,
+the training template `vicuna_v1` by default, `temperature`), the reward model scores every response
+(`scoring.RewardModel`, the reward input PPO scores; a Fact-RM gets the prompt's facts as PPO gives them,
+`data.prompts.prompt_facts`: the `image_to_caption.json` entry, `aok_<image>` for multiple-choice
+`caption_type` 2-5, else the record's own `captions`; one fact order per prompt, so its K rewards compare like
+with like), and the best and the worst response become one preference record in the LLaVA-RLHF format:
 
     {...the prompt record's fields, "conversations": [human, gpt], "output_1": {"value": ...},
      "output_2": {"value": ...}, "preference": 1 | 2, "reward_1": r(output_1), "reward_2": r(output_2),
@@ -38,7 +39,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from fact_rlhf_jax.data import conversation, errors
+from fact_rlhf_jax.data import errors, prompts
 from fact_rlhf_jax.data.pipeline import with_record
 from fact_rlhf_jax.eval.records import JsonlStore, write_json
 
@@ -63,9 +64,10 @@ class PairSettings:
 class Prompt:
     index: int
     record: dict
-    question: str  # the first human turn ("<image>\n..." when the record has an image)
-    answer: str    # the record's own gpt turn (kept as the conversation's placeholder)
+    question: str  # the first human turn, as in the file
+    answer: str    # the record's own gpt answer to it, or "" (kept as the conversation's placeholder)
     image: Any     # PIL image or None
+    caption_type: int = 1
 
 
 def progress_path(out: str | Path) -> Path:
@@ -76,9 +78,12 @@ def read_prompt(src, index: int) -> Prompt:
     """Prompt `index` of a source; raises `BadRecordError` naming the file, record and field."""
 
     def parse(source, rec):
-        has_image = source.has_image(rec)
-        question, answer = conversation.conversation_pairs(rec.get("conversations"), has_image)[0]
-        return Prompt(index, rec, question, answer, source.load_image(rec) if has_image else None)
+        question, ctype = prompts.first_question(rec), prompts.caption_type(rec)
+        turns = rec["conversations"]
+        second = turns[1] if len(turns) > 1 and isinstance(turns[1], dict) else {}
+        answer = second.get("value") if second.get("from") == "gpt" and isinstance(second.get("value"), str) else ""
+        image = source.load_image(rec) if source.has_image(rec) else None
+        return Prompt(index, rec, question, answer, image, ctype)
 
     return with_record(src, index, parse)
 
@@ -133,8 +138,9 @@ def score_chunk(reward_model, prompts: Sequence[Prompt], samples: Sequence[Seque
                 continue
             record = {**p.record, "conversations": [{"from": "human", "value": p.question},
                                                     {"from": "gpt", "value": text}]}
+            facts = prompts.prompt_facts(p.record, reward_model.captions, p.caption_type)
             try:  # one fact order per prompt: its K rewards see the same instruction
-                ids = reward_model.input_ids(record, np.random.default_rng([settings.seed, p.index]))
+                ids = reward_model.input_ids(record, np.random.default_rng([settings.seed, p.index]), facts=facts)
             except errors.BadRecordError as e:
                 log.debug("prompt %d, sample %d not scored: %s", p.index, j, e)
                 continue

@@ -247,17 +247,21 @@ def _shardings(cfg: LlavaConfig, mesh, rules):
     return llava.param_shardings(cfg, mesh, rules or sharding.Rules.create()), mesh
 
 
-def load(source: Any, *, mesh=None, rules=None, param_dtype: str | None = None, with_adapter: bool = True) -> LoadedModel:
+def load(source: Any, *, mesh=None, rules=None, param_dtype: str | None = None, with_adapter: bool = True,
+         with_base: bool = True) -> LoadedModel:
     """Loads a source's weights, each tensor straight into its sharding on `mesh` (one device by default).
 
     A workdir whose card names a `base` loads that base first (recursively) and its own adapter / head from
-    its latest checkpoint. `with_adapter=False` skips the adapter.
+    its latest checkpoint. `with_adapter=False` skips the adapter; `with_base=False` loads only the adapter and
+    head (`params` is None), for a base already held by the caller.
     """
     card = describe(source, param_dtype=param_dtype)
     cfg = card.config
     shardings, mesh = _shardings(cfg, mesh, rules)
     location = Path(card.location)
-    if card.base is not None:
+    if not with_base:
+        params = None
+    elif card.base is not None:
         base = load(card.base, mesh=mesh, rules=rules, param_dtype=param_dtype or cfg.param_dtype)
         # the base's own adapter (a LoRA SFT run as a base) is part of the base here
         params = base.merged_params()

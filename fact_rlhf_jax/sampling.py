@@ -98,9 +98,12 @@ def _select(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_p: ja
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "top_k", "greedy", "filtered", "stop_ids",
                                              "pad_id"))
-def _generate(params, lora, input_ids, attention_mask, pixel_values, rng, temperature, top_p, lora_scale, *,
-              cfg: LlavaConfig, max_new_tokens: int, top_k: int, greedy: bool, filtered: bool,
-              stop_ids: tuple[int, ...], pad_id: int):
+def sample_tokens(params, lora, input_ids, attention_mask, pixel_values, rng, temperature, top_p, lora_scale, *,
+                  cfg: LlavaConfig, max_new_tokens: int, top_k: int, greedy: bool, filtered: bool,
+                  stop_ids: tuple[int, ...], pad_id: int) -> GenerateOutput:
+    """The jitted sampler on device arrays (e.g. a sharded global batch): left-padded input_ids / attention_mask
+    [B, P], pixel_values [B, 3, H, W] or None; temperature, top_p, lora_scale as f32 scalars. `generate` below is
+    the host-side entry point (numpy prompts, length buckets)."""
     b, p = input_ids.shape
     n = max_new_tokens
     s = p + n
@@ -176,7 +179,7 @@ def generate(params: dict, cfg: LlavaConfig, input_ids, attention_mask, pixel_va
         input_ids, attention_mask = left_pad(input_ids, attention_mask, bucket_length(input_ids.shape[1], buckets), pad_id)
     rng = jax.random.key(0) if rng is None else rng
     stops = tuple(sorted({int(eos_id), *map(int, stop_ids)}))
-    return _generate(params, lora, input_ids, attention_mask, pixel_values, rng,
+    return sample_tokens(params, lora, input_ids, attention_mask, pixel_values, rng,
                      jnp.float32(temperature), jnp.float32(top_p), jnp.float32(lora_scale),
                      cfg=cfg, max_new_tokens=int(max_new_tokens), top_k=int(top_k), greedy=temperature <= 0.0,
                      filtered=top_k > 0 or top_p < 1.0, stop_ids=stops, pad_id=int(pad_id))

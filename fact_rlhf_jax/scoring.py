@@ -4,8 +4,7 @@
     rm.score([record, ...], [PIL image or None, ...])      # -> [float, ...]
 
 A record is LLaVA-shaped: `conversations` whose last `gpt` turn is the response to score, optional `captions`
-(the facts a Fact-RM is given; otherwise looked up in the model's `image_to_caption.json` by `image`, or by
-"aok_" + `image` for multiple-choice prompts, `caption_type` 2-5). The
+(the facts a Fact-RM is given; otherwise looked up in the model's `image_to_caption.json` by `image`). The
 scores come from `models.reward.scores`, the function the reward-model stage trains and PPO calls.
 """
 
@@ -70,13 +69,19 @@ class RewardModel:
                    conv_template=extra.get("conv_template", "vicuna_v1"),
                    max_text_length=int(extra.get("max_text_length", 2048)), **kwargs)
 
-    def input_ids(self, record: Mapping, rng: np.random.Generator | None = None) -> np.ndarray:
-        """int32 [T]: the reward input of `record` (its last gpt turn is the response). Raises `BadRecordError`."""
+    def input_ids(self, record: Mapping, rng: np.random.Generator | None = None, *,
+                  facts: list[str] | None = None) -> np.ndarray:
+        """int32 [T]: the reward input of `record` (its last gpt turn is the response). Raises `BadRecordError`.
+
+        `facts`: the facts to give a Fact-RM (e.g. a PPO prompt's, `data.prompts.prompt_facts`) instead of the
+        record's own `captions` or the model's entry for its `image`."""
         convo = record.get("conversations")
         if not isinstance(convo, list) or not convo or not isinstance(convo[-1], Mapping):
             raise errors.BadRecordError(None, None, "conversations", errors.BAD_JSON, "expected a list of turns")
-        facts = (reward_input.facts_for(record, self.captions, key=reward_input.caption_key(record))
-                 if self.factual else None)
+        if not self.factual:
+            facts = None
+        elif facts is None:
+            facts = reward_input.facts_for(record, self.captions)
         return reward_input.build(record, convo[-1].get("value"), self.template_text, self.tokenizer,
                                   has_image=bool(record.get("image")), image_token_id=self.cfg.image_token_id,
                                   num_image_tokens=self.cfg.num_image_tokens, facts=facts, rng=rng,

@@ -18,16 +18,20 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def tiny_world_and_sft(tmp_path_factory):
-    """A small ShapesWorld and a tiny SFT model trained on it for one step (the DPO and `pairs` tests start
-    here): {"world": {file key: path}, "sft": workdir}."""
+def tiny_models(tmp_path_factory):
+    """A small ShapesWorld, the tiny SFT model (its 40 steps) and a tiny Fact-RM (4 steps: mechanics, not
+    quality) trained on it, built once per test worker. Returns {"world": paths, "sft": dir, "reward": dir, "root": dir}."""
     import ml_collections
 
     from fact_rlhf_jax.train import prerequisites
 
-    root = tmp_path_factory.mktemp("tiny_world_and_sft")
-    world = prerequisites.shapesworld(root, ml_collections.ConfigDict(dict(
-        num_images=24, seed=0, noise=0.0, image_size=28, label_noise=0.0)))
-    sft = prerequisites.tiny_sft(root, world, overrides={
-        "num_steps": 1, "checkpoint.every": 1, "data.eval": [], "log_every": 1, "tensorboard": False})
-    return {"world": world, "sft": sft}
+    root = tmp_path_factory.mktemp("tiny_models")
+    world = prerequisites.shapesworld(root, ml_collections.ConfigDict(
+        dict(num_images=48, seed=0, noise=0.2, image_size=56, label_noise=0.0)))
+    quiet = {"progress_bar": False, "tensorboard": False, "log_every": 100}
+    sft = prerequisites.tiny_sft(root, world, overrides={"checkpoint.every": 40, "eval_every": -1, "eval_batches": 1,
+                                                         **quiet})
+    rm = prerequisites.tiny_reward(root, world, sft, overrides={
+        "num_steps": 4, "batch_size": 8, "data.eval_size": 8, "checkpoint.every": 4, "eval_every": -1,
+        "eval_batches": 1, **quiet})
+    return {"world": world, "sft": sft, "reward": rm, "root": str(root)}

@@ -7,18 +7,8 @@ import numpy as np
 import pytest
 
 from fact_rlhf_jax import cli
-from fact_rlhf_jax.data import reward_input
+from fact_rlhf_jax.data import prompts
 from fact_rlhf_jax.pairs import PairSettings, Prompt, choose_pair, progress_path
-
-
-def test_caption_key_uses_the_aok_entry_for_multiple_choice_prompts():
-    assert reward_input.caption_key({"image": "a.jpg", "caption_type": 3}) == "aok_a.jpg"
-    assert reward_input.caption_key({"image": "a.jpg", "caption_type": 1}) == "a.jpg"
-    assert reward_input.caption_key({"image": "a.jpg", "caption_type": 6}) == "a.jpg"
-    assert reward_input.caption_key({"image": "a.jpg"}) == "a.jpg"
-    captions = {"a.jpg": ["caption"], "aok_a.jpg": ["rationale"]}
-    record = {"image": "a.jpg", "caption_type": 2}
-    assert reward_input.facts_for(record, captions, key=reward_input.caption_key(record)) == ["rationale"]
 
 
 PROMPT = Prompt(7, {"id": "q7", "image": "x.png", "caption_type": 1}, "<image>\nWhat is it?", "A ball.", None)
@@ -50,55 +40,31 @@ def test_choose_pair_needs_two_distinct_responses_and_a_margin():
     assert choose_pair(PROMPT, ["a", "b", "c"], [1.0, 1.2, 1.6], [True] * 3, settings)[0] is not None
 
 
-@pytest.fixture(scope="module")
-def tiny_reward_model(tiny_world_and_sft):
-    """A tiny Fact-RM trained for one step on the world's preference pairs."""
-    from fact_rlhf_jax.train import prerequisites, reward
-
-    world = tiny_world_and_sft["world"]
-    c = reward.default_config()
-    c.init.model = tiny_world_and_sft["sft"]
-    c.data.train = [(world["preference"], world["images"], 1.0)]
-    c.data.captions = world["captions"]
-    c.data.eval_size = 0
-    c.data.max_text_length = 512
-    c.data.read_threads = 0
-    c.lora.rank = 4
-    c.lora.alpha = 8.0
-    c.batch_size = 8
-    c.num_steps = 1
-    c.checkpoint.every = 1
-    c.log_every = 1
-    c.progress_bar = False
-    c.tensorboard = False
-    c.mesh.fsdp = -1
-    return prerequisites.run_once(c, Path(tiny_world_and_sft["sft"]).parent / "rm")
-
-
 def pairs_argv(world, sft, rm, out, *extra):
     return ["pairs", "--policy", sft, "--reward", rm, "--prompts", world["ppo_prompts"], "--image-folder",
-            world["images"], "--samples", "3", "--out", str(out), "--limit", "4", "--max-new-tokens", "8",
+            world["images"], "--samples", "3", "--out", str(out), "--limit", "6", "--max-new-tokens", "8",
             "--batch-size", "6", "--seed", "3", *extra]
 
 
-def test_pairs_end_to_end_then_a_rerun_adds_nothing(tmp_path, tiny_world_and_sft, tiny_reward_model):
+def test_pairs_end_to_end_then_a_rerun_adds_nothing(tmp_path, tiny_models):
     from PIL import Image
     from transformers import AutoTokenizer
 
     from fact_rlhf_jax.data.dpo_pairs import build_dpo_loader
     from fact_rlhf_jax.scoring import RewardModel
 
-    world, sft = tiny_world_and_sft["world"], tiny_world_and_sft["sft"]
+    world, sft = tiny_models["world"], tiny_models["sft"]
     out = tmp_path / "prefs.json"
-    argv = pairs_argv(world, sft, tiny_reward_model, out, "--keep-truncated")
+    argv = pairs_argv(world, sft, tiny_models["reward"], out, "--keep-truncated")
     assert cli.main(argv) == 0
     records = json.loads(out.read_text())
     progress = {e["prompt_index"]: e for e in map(json.loads, progress_path(out).read_text().splitlines())}
-    assert sorted(progress) == [0, 1, 2, 3]
+    assert sorted(progress) == list(range(6))
     assert [r["prompt_index"] for r in records] == sorted(i for i, e in progress.items() if "pair" in e)
-    assert len(records) >= 3
-    prompts = json.loads(Path(world["ppo_prompts"]).read_text())
-    rm = RewardModel.load(tiny_reward_model)
+    assert len(records) >= 4
+    prompt_records = json.loads(Path(world["ppo_prompts"]).read_text())
+    assert any(r["caption_type"] in prompts.MULTIPLE_CHOICE_TYPES for r in prompt_records[:6])  # aok_ facts in use
+    rm = RewardModel.load(tiny_models["reward"])
     for rec in records:
         entry = progress[rec["prompt_index"]]
         assert len(entry["samples"]) == 3
@@ -108,13 +74,17 @@ def test_pairs_end_to_end_then_a_rerun_adds_nothing(tmp_path, tiny_world_and_sft
         scored = {s["text"]: s["reward"] for s in entry["samples"] if s["reward"] is not None}
         assert best > worst and best == max(scored.values()) and worst == min(scored.values())
         assert scored[rec[f"output_{p}"]["value"]] == best and scored[rec[f"output_{3 - p}"]["value"]] == worst
-        source = prompts[rec["prompt_index"]]
+        source = prompt_records[rec["prompt_index"]]
         assert rec["id"] == source["id"] and rec["caption_type"] == source["caption_type"]
         assert [t["from"] for t in rec["conversations"]] == ["human", "gpt"]
-        # the reward is the reward model's score of that response (same facts order: seed, prompt index)
+        # the reward is the reward model's score of that response, given the prompt's facts as PPO gives them
+        # (same fact order: seed, prompt index)
         scored_record = {**rec, "conversations": [rec["conversations"][0],
                                                   {"from": "gpt", "value": rec[f"output_{p}"]["value"]}]}
-        ids = rm.input_ids(scored_record, np.random.default_rng([3, rec["prompt_index"]]))
+        facts = prompts.prompt_facts(source, rm.captions, source["caption_type"])
+        ids = rm.input_ids(scored_record, np.random.default_rng([3, rec["prompt_index"]]), facts=facts)
+        if source["caption_type"] in prompts.MULTIPLE_CHOICE_TYPES:  # the A-OKVQA rationale, not the captions
+            assert facts == rm.captions["aok_" + source["image"]] and facts != source["captions"]
         image = Image.open(Path(world["images"]) / rec["image"]).convert("RGB")
         np.testing.assert_allclose(rm.score_ids([ids], [image])[0], best, rtol=1e-4, atol=1e-4)
 
@@ -132,10 +102,10 @@ def test_pairs_end_to_end_then_a_rerun_adds_nothing(tmp_path, tiny_world_and_sft
     assert (out.read_bytes(), progress_path(out).read_bytes()) == before
 
 
-def test_pairs_leave_out_responses_that_never_stopped(tmp_path, tiny_world_and_sft, tiny_reward_model):
-    world, sft = tiny_world_and_sft["world"], tiny_world_and_sft["sft"]
+def test_pairs_leave_out_responses_that_never_stopped(tmp_path, tiny_models):
+    world, sft = tiny_models["world"], tiny_models["sft"]
     out = tmp_path / "prefs.json"
-    assert cli.main(pairs_argv(world, sft, tiny_reward_model, out)) == 0
+    assert cli.main(pairs_argv(world, sft, tiny_models["reward"], out)) == 0
     for line in progress_path(out).read_text().splitlines():
         entry = json.loads(line)
         usable = {s["text"] for s in entry["samples"] if s["stopped"] and s["text"] and s["reward"] is not None}

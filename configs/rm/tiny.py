@@ -4,6 +4,7 @@ fact-rlhf train --config configs/rm/tiny.py --workdir /tmp/rm_tiny              
 fact-rlhf train --config configs/rm/tiny.py:vanilla --workdir /tmp/rm_tiny_vanilla # the same without facts
 
 The world, the SFT model and every training setting are the same for both; only the instruction differs.
+The recipe lives in the package (`fact_rlhf_jax.train.reward.tiny_config`): the tiny PPO config trains it too.
 """
 
 from fact_rlhf_jax.train import reward
@@ -13,25 +14,4 @@ def get_config(arg=None):
     arg = arg or "factual"
     if arg not in ("factual", "vanilla"):
         raise ValueError(f"configs/rm/tiny.py: argument {arg!r}; expected factual or vanilla")
-    c = reward.default_config()
-    c.reward.prompt = "fact_rlhf" if arg == "factual" else "vanilla"
-    c.data.shapesworld.num_images = 2000
-    c.data.shapesworld.image_size = 56
-    c.data.shapesworld.label_noise = 0.0
-    c.data.eval_size = 200
-    c.data.max_text_length = 512
-    c.data.read_threads = 0
-    c.lora.rank = 32
-    c.lora.alpha = 32.0
-    c.batch_size = 32
-    c.num_steps = 300
-    c.optim.lr = 2e-3
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 10
-    c.optim.clip_norm = 1.0
-    c.mesh.fsdp = -1
-    c.checkpoint.every = 100
-    c.checkpoint.keep = 2
-    c.log_every = 10
-    c.eval_every = 100
-    return c
+    return reward.tiny_config(factual=arg == "factual")

@@ -37,3 +37,23 @@ def reference_sft(preset: str, tokenizer: str, grad_accum: int) -> ml_collection
     c.log_every = 10
     c.eval_every = 1000
     return c
+
+
+def reference_policy_init(preset: str, tokenizer: str, sft_run: str, grad_accum: int) -> ml_collections.ConfigDict:
+    """RL policy initialisation (`RLHF/scripts/*/initialize_policy_model.sh`): LoRA SFT (r64 / alpha 16 on q, k, v,
+    o, gate, up, down) of the SFT model, held frozen outside the checkpoints, on the reward-model split's
+    conversations with their original answers + 5k A-OKVQA; lr 1e-4, 1 epoch, global batch 128, cosine with 3 %
+    warmup, no weight decay, grad-norm clip 0.3 (the HF default the script keeps), max length 1280. The adapter is
+    PPO's initial policy and its frozen reference (configs/ppo/*.py: init.policy = this run)."""
+    c = reference_sft(preset, tokenizer, grad_accum)
+    c.init.params_from = sft_run
+    c.data.train = [("data/llava_rlhf/llava_reward10k-aokvqa5k.json", "data/images", 1.0)]
+    c.lora.rank = 64
+    c.lora.alpha = 16.0
+    c.lora.targets = ("q", "k", "v", "o", "gate", "up", "down")
+    c.trainable = ("lora/.*",)
+    c.num_epochs = 1.0
+    c.optim.lr = 1e-4
+    c.optim.clip_norm = 0.3
+    c.checkpoint.every = 100
+    return c

@@ -27,7 +27,6 @@ FACTUAL_PROMPT = "Specifically, the AI's response should be fully supported by t
 FACTS_PLACEHOLDER = "{factual_prompt}"
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 PROMPT_FILES = {"fact_rlhf": "fact_rlhf_reward_prompt.txt", "vanilla": "reward_prompt.txt"}
-MULTIPLE_CHOICE_TYPES = (2, 3, 4, 5)  # `caption_type` of A-D multiple-choice prompts (AnswerType A..D_IN_ABCD)
 
 
 def load_instruction(name: str) -> str:
@@ -55,14 +54,6 @@ def instruction(template: str, facts: Sequence[str] | None) -> str:
 
 def shuffled(facts: Sequence[str], rng: np.random.Generator) -> list[str]:
     return [facts[i] for i in rng.permutation(len(facts))]
-
-
-def caption_key(record: Mapping) -> str:
-    """The `image_to_caption.json` key of a record's facts: "aok_" + image for A-OKVQA multiple-choice prompts
-    (`caption_type` 2-5, the reference's A-D answer types, whose facts are the rationales), else the image."""
-    image = record.get("image") or ""
-    ctype = record.get("caption_type")
-    return f"aok_{image}" if isinstance(ctype, int) and ctype in MULTIPLE_CHOICE_TYPES else image
 
 
 def facts_for(record: Mapping, captions: Mapping[str, Sequence[str]] | None, *, key: str | None = None) -> list[str] | None:

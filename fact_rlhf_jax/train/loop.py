@@ -197,7 +197,8 @@ def run_training(config: ml_collections.ConfigDict, workdir: str | Path, stage: 
             if step % int(config.log_every) == 0 or step == total_steps:
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 now = time.perf_counter()
-                metrics["tokens_per_s"] = tokens / max(now - t_last, 1e-9)
+                if tokens:  # stages that count no input tokens (PPO) report their own throughput
+                    metrics["tokens_per_s"] = tokens / max(now - t_last, 1e-9)
                 tokens, t_last = 0, now
                 writer.write(step, metrics)
                 writer.progress(step, metrics)

@@ -2,7 +2,7 @@
 
     WORKDIR/shapesworld/   a ShapesWorld (`shapesworld(...)`), written once
     WORKDIR/sft/           a tiny SFT model trained on it (`tiny_sft(...)`), resumed or reused when present
-    WORKDIR/reward/        a tiny reward model (the PPO tiny config), likewise
+    WORKDIR/reward/        a tiny reward model (`tiny_reward(...)`, the PPO tiny config), likewise
 
 Every piece is reused when it is already there, so rerunning a tiny config never redoes them.
 """
@@ -91,6 +91,24 @@ def tiny_sft(workdir: str | Path, world_paths: dict[str, str], *, seed: int = 0,
     for key, value in (overrides or {}).items():
         _set(config, key, value)
     return run_once(config, Path(workdir) / "sft")
+
+
+def tiny_reward(workdir: str | Path, world_paths: dict[str, str], sft_dir: str, *, factual: bool = True,
+                seed: int = 0, overrides: dict | None = None) -> str:
+    """The tiny reward model (`reward.tiny_config()`) on the world's preference pairs, from `sft_dir`, in
+    WORKDIR/reward."""
+    from fact_rlhf_jax.train import reward
+
+    config = reward.tiny_config(factual=factual)
+    config.seed = seed
+    config.init.model = sft_dir
+    config.data.shapesworld.num_images = 0
+    config.data.train = [(world_paths["preference"], world_paths["images"], 1.0)]
+    config.data.captions = world_paths["captions"]
+    config.progress_bar = False
+    for key, value in (overrides or {}).items():
+        _set(config, key, value)
+    return run_once(config, Path(workdir) / "reward")
 
 
 def _set(config: ml_collections.ConfigDict, dotted: str, value) -> None:

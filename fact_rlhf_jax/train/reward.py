@@ -63,6 +63,33 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+def tiny_config(factual: bool = True) -> ml_collections.ConfigDict:
+    """CPU-sized reward model on a ShapesWorld (label noise 0) and the tiny SFT model, both prepared in the
+    workdir (configs/rm/tiny.py; the tiny PPO config trains one as its reward model)."""
+    c = default_config()
+    c.reward.prompt = "fact_rlhf" if factual else "vanilla"
+    c.data.shapesworld.num_images = 2000
+    c.data.shapesworld.image_size = 56
+    c.data.shapesworld.label_noise = 0.0
+    c.data.eval_size = 200
+    c.data.max_text_length = 512
+    c.data.read_threads = 0
+    c.lora.rank = 32
+    c.lora.alpha = 32.0
+    c.batch_size = 32
+    c.num_steps = 300
+    c.optim.lr = 2e-3
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = 10
+    c.optim.clip_norm = 1.0
+    c.mesh.fsdp = -1
+    c.checkpoint.every = 100
+    c.checkpoint.keep = 2
+    c.log_every = 10
+    c.eval_every = 100
+    return c
+
+
 def shapesworld_start(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, dict[str, str]]:
     """The starting point and world of a tiny config: WORKDIR/shapesworld and a tiny SFT model in WORKDIR/sft."""
     from fact_rlhf_jax.train import prerequisites

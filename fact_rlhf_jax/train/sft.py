@@ -8,7 +8,9 @@ Config groups read here (besides the loop's, see `train.defaults`):
   model.image_token_from_tokenizer  use the tokenizer's `<image>` id as `image_token_id`
   model.loss_chunk        > 0: cross-entropy from hidden states, this many positions of logits at a time
                           (never materialises [B, T, vocab] logits; 0 = plain logits)
-  lora.rank               0 = full fine-tune; > 0 trains LoRA adapters on a frozen base
+  lora.rank               0 = full fine-tune; > 0 trains LoRA adapters on the frozen model named by
+                          init.params_from / init.hf_llava (held outside the checkpoints; the run's model
+                          card names it as its base, so PPO can share it with the reward model)
   lora.alpha, lora.targets
   init.hf_llava           llava-hf checkpoint dir to start from (all weights)
   init.hf_llm, init.hf_clip   HF LLaMA / CLIP dirs (the reference recipe starts from Vicuna + CLIP)
@@ -22,7 +24,7 @@ Config groups read here (besides the loop's, see `train.defaults`):
   data.shapesworld.num_images  > 0: write a ShapesWorld into WORKDIR/shapesworld and train on it
   data.strict, data.read_threads, data.pad_to_square
 Parameter paths (for `trainable` / `frozen` regexes): full fine-tune: `vision/...`,
-`projector/...`, `llm/...`; with LoRA: `base/...` and `lora/llm/layers/...`.
+`projector/...`, `llm/...`; with LoRA: `lora/llm/layers/...` (only adapters train).
 """
 
 from __future__ import annotations
@@ -142,20 +144,40 @@ class SFTStage(Stage):
         if not tokenizer_dir:
             raise ValueError("config.data.tokenizer: no tokenizer directory given")
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        self.model_cfg = model_config(config, self.tokenizer)
-        self.max_length = int(data.max_text_length) - 1 + self.model_cfg.num_image_tokens
+        self._set_model(config, self.tokenizer)
+        from fact_rlhf_jax import pretrained
+
+        adapter = (pretrained.AdapterSpec("lora", self.lora_rank, float(config.lora.alpha), self.lora_targets)
+                   if self.lora_rank else None)
+        base = str(Path(self.lora_base_source).absolute()) if self.lora_rank else None
+        pretrained.write_card(workdir, pretrained.Card(
+            "llava", self.model_cfg, str(Path(tokenizer_dir).absolute()), base=base, adapter=adapter))
+
+    @classmethod
+    def model_only(cls, config: ml_collections.ConfigDict) -> "SFTStage":
+        """The model and loss side only (no tokenizer, no data): for planning on abstract inputs.
+
+        Without a tokenizer, `model.vocab_from_tokenizer` / `image_token_from_tokenizer` keep the preset's values.
+        """
+        stage = cls.__new__(cls)
+        stage.config, stage.workdir, stage.tokenizer = config, None, None
+        stage.train_sources = stage.eval_sources = []
+        stage._set_model(config, None)
+        return stage
+
+    def _set_model(self, config: ml_collections.ConfigDict, tokenizer) -> None:
+        self.model_cfg = model_config(config, tokenizer)
+        self.max_length = int(config.data.max_text_length) - 1 + self.model_cfg.num_image_tokens
         self.lora_rank = int(config.lora.rank) if "lora" in config else 0
         if self.lora_rank:
             self.lora_targets = tuple(config.lora.targets)
             self.lora_scale = float(config.lora.alpha) / self.lora_rank
         self._loader = None
-        from fact_rlhf_jax import pretrained
-
-        adapter = (pretrained.AdapterSpec("lora", self.lora_rank, float(config.lora.alpha), self.lora_targets)
-                   if self.lora_rank else None)
-        pretrained.write_card(workdir, pretrained.Card(
-            "llava", self.model_cfg, str(Path(tokenizer_dir).absolute()), params_path="base" if self.lora_rank else "",
-            adapter=adapter))
+        init = config.get("init", ml_collections.ConfigDict())
+        self.lora_base_source = init.get("hf_llava", "") or init.get("params_from", "")
+        if self.lora_rank and not self.lora_base_source:
+            raise ValueError("lora.rank > 0: LoRA SFT adapts a whole model; name it in init.params_from (a training "
+                             "workdir or any starting point) or init.hf_llava")
 
     # --- model ------------------------------------------------------------------------------------
     def init_params(self, rng):
@@ -163,17 +185,26 @@ class SFTStage(Stage):
 
         if not self.lora_rank:
             return llava.init(self.model_cfg, rng)
-        base_rng, lora_rng = jax.random.split(rng)
-        return {"base": llava.init(self.model_cfg, base_rng),
-                "lora": lora.init(self.model_cfg, lora_rng, rank=self.lora_rank, targets=self.lora_targets)}
+        return {"lora": lora.init(self.model_cfg, rng, rank=self.lora_rank, targets=self.lora_targets)}
 
     def param_axes(self):
         from fact_rlhf_jax.models import llava, lora
 
         if not self.lora_rank:
             return llava.param_axes(self.model_cfg)
-        return {"base": llava.param_axes(self.model_cfg),
-                "lora": lora.param_axes(self.model_cfg, rank=self.lora_rank, targets=self.lora_targets)}
+        return {"lora": lora.param_axes(self.model_cfg, rank=self.lora_rank, targets=self.lora_targets)}
+
+    def frozen_params(self, mesh, rules):
+        """LoRA SFT: the adapted model, held frozen outside the checkpoints (its adapters merged in)."""
+        if not self.lora_rank:
+            return None
+        from fact_rlhf_jax import pretrained
+        from fact_rlhf_jax.models import llava
+
+        base = pretrained.load(self.lora_base_source, mesh=mesh, rules=rules, param_dtype=self.model_cfg.param_dtype)
+        shardings = jax.tree.map(lambda x: x.sharding, base.params)
+        like = jax.eval_shape(lambda: llava.init(self.model_cfg, jax.random.key(0)))
+        return {"base": pretrained.place_checked(base.merged_params(), like, shardings, self.lora_base_source)}
 
     def logits(self, params, batch):
         from fact_rlhf_jax.models import llava
@@ -197,14 +228,9 @@ class SFTStage(Stage):
 
     def load_pretrained(self, params, shardings):
         init = self.config.get("init", None)
-        if init is None:
+        if init is None or self.lora_rank:  # LoRA SFT: the starting point is the frozen base
             return None
-        base_params = params["base"] if self.lora_rank else params
-        base_sh = shardings["base"] if self.lora_rank else shardings
-        loaded = load_initial_weights(init, base_params, base_sh, self.model_cfg, self.config)
-        if loaded is None:
-            return None
-        return {"base": loaded, "lora": params["lora"]} if self.lora_rank else loaded
+        return load_initial_weights(init, params, shardings, self.model_cfg, self.config)
 
     # --- data -------------------------------------------------------------------------------------
     def _build_loader(self, sources, *, process_index, process_count, batch_size, seed, shuffle, num_epochs):
@@ -275,3 +301,25 @@ def load_initial_weights(init: ml_collections.ConfigDict, params: dict, sharding
 
 def build_stage(config, workdir):
     return SFTStage(config, workdir)
+
+
+def plan_programs(config, mesh, rules):
+    """`fact-rlhf plan` hook: one train step on the longest padded batch the config allows.
+
+    Rows: `batch_size` (global; the step splits them into `grad_accum` micro-batches); length: the last
+    length bucket, `max_text_length - 1 + num_image_tokens`.
+    """
+    import jax.numpy as jnp
+
+    from fact_rlhf_jax.plan import train_step_program
+
+    stage = SFTStage.model_only(config)
+    rows, length, size = int(config.batch_size), stage.max_length, stage.model_cfg.vision.image_size
+    tokens = jax.ShapeDtypeStruct((rows, length), jnp.int32)
+    batch = {"input_ids": tokens, "attention_mask": tokens, "labels": tokens,
+             "pixel_values": jax.ShapeDtypeStruct((rows, 3, size, size), jnp.float32)}
+    accum = int(config.grad_accum)
+    what = (f"one optimizer update of {rows} sequences x {length} tokens ({accum} micro-batch"
+            f"{'es' if accum > 1 else ''} of {rows // accum}), {config.model.preset}, "
+            f"{stage.model_cfg.param_dtype} weights, remat {stage.model_cfg.remat}")
+    return [train_step_program(stage, config, mesh, rules, batch, what)]

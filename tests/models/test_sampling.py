@@ -114,11 +114,11 @@ def test_prompt_lengths_in_one_bucket_share_one_compile():
     cfg = mcfg.preset("tiny")
     params = llava.init(cfg, jax.random.key(0))
     px = np.zeros((2, 3, cfg.vision.image_size, cfg.vision.image_size), np.float32)
-    before = sampling._generate._cache_size()
+    before = sampling.sample_tokens._cache_size()
     for extra in (2, 5, 9):  # prompt lengths 7, 10, 14: all in the 32 bucket
         ids = np.array([[1] + [cfg.image_token_id] * cfg.num_image_tokens + [7] * extra] * 2, np.int32)
         sampling.generate(params, cfg, ids, np.ones_like(ids), px, max_new_tokens=3, buckets=(32, 64))
-    assert sampling._generate._cache_size() - before == 1
+    assert sampling.sample_tokens._cache_size() - before == 1
 
 
 def test_top_k_one_sampling_equals_greedy(tmp_path):

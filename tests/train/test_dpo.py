@@ -151,10 +151,10 @@ def test_sequence_logp_sums_the_response_positions_only():
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_world_and_sft, tmp_path_factory):
+def uninterrupted(tiny_models, tmp_path_factory):
     """An in-process DPO run of STEPS steps (LoRA on the tiny SFT model): (workdir, stage, final state)."""
     workdir = tmp_path_factory.mktemp("dpo_uninterrupted")
-    config = dpo_test_config(tiny_world_and_sft["sft"], tiny_world_and_sft["world"], num_steps=STEPS)
+    config = dpo_test_config(tiny_models["sft"], tiny_models["world"], num_steps=STEPS)
     stage = SlowDPOStage(config, str(workdir))
     result = run_training(config, workdir, stage)
     assert result.step == STEPS
@@ -181,13 +181,13 @@ def test_run_starts_at_the_reference_and_logs_dpo_metrics(uninterrupted):
     assert set(state["params"]) == {"lora"}  # only the adapter is in the state; the base is never trained
 
 
-def test_reference_logps_are_computed_once_and_stay_constant(uninterrupted, tiny_world_and_sft):
+def test_reference_logps_are_computed_once_and_stay_constant(uninterrupted, tiny_models):
     workdir, stage, _ = uninterrupted
     assert stage.reference_passes == 1  # one preference file (the held-out pairs are rows of it)
     tables = list((workdir / "reference_logps").glob("*.npz"))
     assert len(tables) == 1
     table = np.load(tables[0])["logps"]
-    assert table.shape == (24, 2) and not np.isnan(table).any()
+    assert table.shape == (48, 2) and not np.isnan(table).any()
 
     # every training batch carries exactly the stored numbers for its pairs, whatever the step
     loader = stage._loader_for(stage.train_sources, stage.train_rows, process_index=0, process_count=1,
@@ -198,7 +198,7 @@ def test_reference_logps_are_computed_once_and_stay_constant(uninterrupted, tiny
         np.testing.assert_array_equal(batch["ref_logps"], table[batch["record"][:, 1]])
 
     # the reference is the starting model itself: a fresh pass in another workdir gives the same numbers
-    config = dpo_test_config(tiny_world_and_sft["sft"], tiny_world_and_sft["world"])
+    config = dpo_test_config(tiny_models["sft"], tiny_models["world"])
     fresh = SlowDPOStage(config, str(workdir.parent / "fresh_reference"))
     from fact_rlhf_jax import sharding as shd
     from fact_rlhf_jax.train.loop import make_rules
@@ -210,8 +210,8 @@ def test_reference_logps_are_computed_once_and_stay_constant(uninterrupted, tiny
     np.testing.assert_array_equal(fresh._tables[stage.train_sources[0][0]], table)
 
 
-def test_full_fine_tuning_starts_from_the_reference(tiny_world_and_sft, tmp_path):
-    config = dpo_test_config(tiny_world_and_sft["sft"], tiny_world_and_sft["world"], num_steps=1,
+def test_full_fine_tuning_starts_from_the_reference(tiny_models, tmp_path):
+    config = dpo_test_config(tiny_models["sft"], tiny_models["world"], num_steps=1,
                              **{"lora.rank": 0, "trainable": ("llm/.*",), "data.eval_size": 0})
     stage = SlowDPOStage(config, str(tmp_path))
     result = run_training(config, tmp_path, stage)
@@ -232,9 +232,9 @@ def start_cli(workdir: Path, world: dict, sft: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, uninterrupted, tiny_world_and_sft):
+def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, uninterrupted, tiny_models):
     _, _, want = uninterrupted
-    world, sft = tiny_world_and_sft["world"], tiny_world_and_sft["sft"]
+    world, sft = tiny_models["world"], tiny_models["sft"]
     proc = start_cli(tmp_path, world, sft)
     wait_for_checkpoint(tmp_path, 2, proc, timeout=400.0)
     proc.send_signal(signal.SIGKILL)
@@ -253,14 +253,14 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, uninterrupted, tiny_w
     assert_bitwise_equal(resumed.state, want)
 
 
-def test_two_process_run_computes_the_same_reference(tmp_path, uninterrupted, tiny_world_and_sft):
+def test_two_process_run_computes_the_same_reference(tmp_path, uninterrupted, tiny_models):
     """`--distributed` with two processes of 4 devices: each host feeds its share of the reference pass (the
     9-pair eval file gives one host a batch more than the other), every host ends with the whole table, equal
     to the one-process table, and the first step sees the policy equal to the reference on both hosts."""
     from tests.train.test_multihost_training import _free_port, wait_all
 
     _, stage, _ = uninterrupted
-    world, sft = tiny_world_and_sft["world"], tiny_world_and_sft["sft"]
+    world, sft = tiny_models["world"], tiny_models["sft"]
     eval_file = tmp_path / "eval9.json"
     eval_file.write_text(json.dumps(json.loads(Path(world["preference"]).read_text())[:9]))
     workdir = tmp_path / "run"
@@ -326,8 +326,8 @@ def one_step(stage, batch, mesh_shape):
     return jax.device_get(new_state["params"]), jax.device_get(metrics), new_state
 
 
-def test_dpo_step_sharded_equals_single_device(tiny_world_and_sft, tmp_path):
-    config = dpo_test_config(tiny_world_and_sft["sft"], tiny_world_and_sft["world"])
+def test_dpo_step_sharded_equals_single_device(tiny_models, tmp_path):
+    config = dpo_test_config(tiny_models["sft"], tiny_models["world"])
     stage = SlowDPOStage(config, str(tmp_path))
     loader = build_dpo_loader(stage.train_sources, stage.tokenizer, image_token_id=stage.model_cfg.image_token_id,
                               num_image_tokens=stage.model_cfg.num_image_tokens,

@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from fact_rlhf_jax.data import errors, prompts
+from fact_rlhf_jax.data import errors, prompts as ppo_prompts
 from fact_rlhf_jax.data.pipeline import with_record
 from fact_rlhf_jax.eval.records import JsonlStore, write_json
 
@@ -78,7 +78,7 @@ def read_prompt(src, index: int) -> Prompt:
     """Prompt `index` of a source; raises `BadRecordError` naming the file, record and field."""
 
     def parse(source, rec):
-        question, ctype = prompts.first_question(rec), prompts.caption_type(rec)
+        question, ctype = ppo_prompts.first_question(rec), ppo_prompts.caption_type(rec)
         turns = rec["conversations"]
         second = turns[1] if len(turns) > 1 and isinstance(turns[1], dict) else {}
         answer = second.get("value") if second.get("from") == "gpt" and isinstance(second.get("value"), str) else ""
@@ -138,7 +138,7 @@ def score_chunk(reward_model, prompts: Sequence[Prompt], samples: Sequence[Seque
                 continue
             record = {**p.record, "conversations": [{"from": "human", "value": p.question},
                                                     {"from": "gpt", "value": text}]}
-            facts = prompts.prompt_facts(p.record, reward_model.captions, p.caption_type)
+            facts = ppo_prompts.prompt_facts(p.record, reward_model.captions, p.caption_type)
             try:  # one fact order per prompt: its K rewards see the same instruction
                 ids = reward_model.input_ids(record, np.random.default_rng([settings.seed, p.index]), facts=facts)
             except errors.BadRecordError as e:

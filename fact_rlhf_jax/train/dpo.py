@@ -59,6 +59,7 @@ import ml_collections
 import numpy as np
 
 from fact_rlhf_jax.train.pair_data import PairDataStage
+from fact_rlhf_jax.train.sft import SFTStage
 from fact_rlhf_jax.train.stage import LossTerms
 
 log = logging.getLogger(__name__)
@@ -223,19 +224,10 @@ class DPOStage(PairDataStage):
             raise ValueError("config.dpo.label_smoothing applies to the sigmoid loss, not to ipo")
 
     # --- model ------------------------------------------------------------------------------------
-    def init_params(self, rng):
-        from fact_rlhf_jax.models import llava, lora
-
-        if not self.lora_rank:
-            return llava.init(self.model_cfg, rng)
-        return {"lora": lora.init(self.model_cfg, rng, rank=self.lora_rank, targets=self.lora_targets)}
-
-    def param_axes(self):
-        from fact_rlhf_jax.models import llava, lora
-
-        if not self.lora_rank:
-            return llava.param_axes(self.model_cfg)
-        return {"lora": lora.param_axes(self.model_cfg, rank=self.lora_rank, targets=self.lora_targets)}
+    # The state's params are SFT's: the whole LLaVA (lora.rank 0), or {"lora": adapter} with the base frozen
+    # outside the state (both read model_cfg, lora_rank, lora_targets).
+    init_params = SFTStage.init_params
+    param_axes = SFTStage.param_axes
 
     def _load_start(self, mesh, rules) -> dict:
         """The starting point's LLaVA params (its own adapter merged in), in their shardings on `mesh`."""

@@ -15,8 +15,9 @@ import sys
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("fact_rlhf_jax.commands.train", "train a stage (sft, reward, ppo) from a config file"),
+    "train": ("fact_rlhf_jax.commands.train", "train a stage (sft, reward, dpo, ppo) from a config file"),
     "score": ("fact_rlhf_jax.commands.score", "score responses with a reward model"),
+    "pairs": ("fact_rlhf_jax.commands.pairs", "sample on-policy preference pairs labelled by a reward model"),
     "generate": ("fact_rlhf_jax.commands.generate", "answer prompts about images with a model"),
     "eval": ("fact_rlhf_jax.commands.eval", "run or score POPE, MMHal-Bench, LLaVA-Bench, CHAIR"),
     "shapesworld": ("fact_rlhf_jax.commands.shapesworld", "write the ShapesWorld synthetic data sets"),

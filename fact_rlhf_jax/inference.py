@@ -105,8 +105,10 @@ class ChatModel:
 
     def generate_ids(self, questions: Sequence[str], images: Sequence[Any], *, max_new_tokens: int = 64,
                      temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, conv_mode: str = "llava_v1",
-                     stop_ids: Sequence[int] = ()) -> list[list[int]]:
-        """Token ids of each answer (stop token excluded), batched `batch_size` at a time."""
+                     stop_ids: Sequence[int] = (), rng: jax.Array | None = None) -> list[list[int]]:
+        """Token ids of each answer (stop token excluded), batched `batch_size` at a time.
+
+        `rng`: the key this call draws from (split once per batch); default: the model's own stream."""
         if len(questions) != len(images):
             raise ValueError(f"{len(questions)} questions but {len(images)} images")
         answers: list[list[int]] = []
@@ -118,7 +120,10 @@ class ChatModel:
             rows = self.batch_size  # fixed batch shape: one compile for every chunk
             ids, mask = sampling.left_pad_prompts(prompts, self.pad_id, rows)
             px = np.stack([self.pixels(ims[min(i, n - 1)]) for i in range(rows)])
-            self._rng, key = jax.random.split(self._rng)
+            if rng is None:
+                self._rng, key = jax.random.split(self._rng)
+            else:
+                rng, key = jax.random.split(rng)
             out = sampling.generate(self.params, self.cfg, ids, mask, px, rng=key, max_new_tokens=max_new_tokens,
                                     temperature=temperature, top_p=top_p, top_k=top_k, eos_id=self.eos_id,
                                     stop_ids=stop_ids, pad_id=self.pad_id, lora=self.lora,

@@ -87,12 +87,19 @@ class RewardModel:
         return cls(model.cfg, model.merged_params(), adapters, hf.import_scalar_head(head), tok, lora_scale=scale,
                    prompt=prompt, captions=load_captions(captions), **kwargs)
 
-    def input_ids(self, record: Mapping, rng: np.random.Generator | None = None) -> np.ndarray:
-        """int32 [T]: the reward input of `record` (its last gpt turn is the response). Raises `BadRecordError`."""
+    def input_ids(self, record: Mapping, rng: np.random.Generator | None = None, *,
+                  facts: list[str] | None = None) -> np.ndarray:
+        """int32 [T]: the reward input of `record` (its last gpt turn is the response). Raises `BadRecordError`.
+
+        `facts`: the facts to give a Fact-RM (e.g. a PPO prompt's, `data.prompts.prompt_facts`) instead of the
+        record's own `captions` or the model's entry for its `image`."""
         convo = record.get("conversations")
         if not isinstance(convo, list) or not convo or not isinstance(convo[-1], Mapping):
             raise errors.BadRecordError(None, None, "conversations", errors.BAD_JSON, "expected a list of turns")
-        facts = reward_input.facts_for(record, self.captions) if self.factual else None
+        if not self.factual:
+            facts = None
+        elif facts is None:
+            facts = reward_input.facts_for(record, self.captions)
         return reward_input.build(record, convo[-1].get("value"), self.template_text, self.tokenizer,
                                   has_image=bool(record.get("image")), image_token_id=self.cfg.image_token_id,
                                   num_image_tokens=self.cfg.num_image_tokens, facts=facts, rng=rng,

@@ -428,7 +428,8 @@ def to_global(batch: dict[str, np.ndarray], mesh, *, pad_side: str = "right", pa
     """Host-local numpy batch -> global `jax.Array`s, leading dim split over (data, fsdp).
 
     With several hosts, first pads every host's batch to the longest T among hosts (hosts may
-    pick different length buckets), so all hosts contribute the same shape.
+    pick different length buckets), so all hosts contribute the same shape. T is the last axis
+    ([B, T] batches, and [B, 2, T] pair batches).
     """
     import jax
 
@@ -437,7 +438,7 @@ def to_global(batch: dict[str, np.ndarray], mesh, *, pad_side: str = "right", pa
     if jax.process_count() > 1 and "input_ids" in batch:
         from jax.experimental import multihost_utils
 
-        t = int(np.max(multihost_utils.process_allgather(np.int32(batch["input_ids"].shape[1]))))
+        t = int(np.max(multihost_utils.process_allgather(np.int32(batch["input_ids"].shape[-1]))))
         fill = {"input_ids": pad_id, "attention_mask": 0, "labels": conversation.IGNORE_INDEX}
         batch = {k: pad_to(v, t, fill[k], pad_side) if k in fill else v for k, v in batch.items()}
     return sharding.host_local_to_global(batch, mesh)

@@ -46,6 +46,21 @@ def split_rows(num_records: int, eval_size: int, seed: int) -> tuple[np.ndarray,
     return rows(order[: num_records - eval_size]), rows(order[num_records - eval_size:])
 
 
+def held_out_split(train_sources: Sequence, eval_sources: Sequence, eval_size: int,
+                   seed: int) -> tuple[np.ndarray | None, np.ndarray | None, list]:
+    """(train rows, eval rows, eval sources): named eval sources as they are; else, with `eval_size` > 0,
+    `eval_size` records of the (single) training source held out by `split_rows`; else no eval split."""
+    if eval_sources or eval_size <= 0:
+        return None, None, list(eval_sources)
+    if len(train_sources) != 1:
+        raise ValueError("data.eval_size splits one preference file; with several, name data.eval")
+    from fact_rlhf_jax.data.sources import open_source, parse_sources
+
+    n = len(open_source(parse_sources(train_sources)[0]))
+    train_rows, eval_rows = split_rows(n, int(eval_size), int(seed))
+    return train_rows, eval_rows, list(train_sources)
+
+
 def preference_choice(record: Mapping) -> int:
     """0 when output_1 is preferred, 1 when output_2 is (the reference's `{1: 0, 2: 1}[preference]`)."""
     pref = record.get("preference")

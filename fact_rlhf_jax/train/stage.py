@@ -151,6 +151,7 @@ class Stage:
 STAGES: dict[str, str] = {
     "sft": "fact_rlhf_jax.train.sft",
     "reward": "fact_rlhf_jax.train.reward",
+    "dpo": "fact_rlhf_jax.train.dpo",
     "ppo": "fact_rlhf_jax.train.ppo",
 }
 

@@ -44,6 +44,21 @@ def _losses(workdir: Path) -> list[float]:
     return [r["loss"] for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
 
 
+def wait_all(procs: list[subprocess.Popen], timeout: float = 600) -> list[str]:
+    """Waits for every process (all are killed if one times out), checks each exited with 0; their outputs."""
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=timeout)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    return outs
+
+
 def test_two_process_training_equals_one_process(tmp_path):
     world = write_world(tmp_path / "world", num_images=24, seed=0, noise=0.0)
     single = tmp_path / "single"
@@ -57,16 +72,7 @@ def test_two_process_training_equals_one_process(tmp_path):
                               env=_env(4, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
                                        JAX_PROCESS_ID=str(pid)),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pid in range(2)]
-    outs = []
-    for p in procs:
-        try:
-            outs.append(p.communicate(timeout=600)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
+    wait_all(procs)
 
     np.testing.assert_allclose(_losses(multi), _losses(single), rtol=1e-5)
     a, b = ChatModel.load(single), ChatModel.load(multi)

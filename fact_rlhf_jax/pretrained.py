@@ -159,6 +159,14 @@ def _as_source(source: Any) -> Any:
     raise SourceError(f"model source {source!r}: expected a directory path or a dict")
 
 
+def absolute(source: Any) -> Any:
+    """A source spec with its paths made absolute, so a model card written here works from any directory."""
+    source = _as_source(source)
+    if isinstance(source, str):
+        return str(Path(source).absolute())
+    return {k: str(Path(v).absolute()) if isinstance(v, str) and v else v for k, v in source.items()}
+
+
 def is_workdir(path: str | Path) -> bool:
     path = Path(path)
     return (path / CARD_FILE).exists() or ((path / "config.json").exists() and (path / "checkpoints").exists())

@@ -167,7 +167,7 @@ class DPOStage(PairDataStage):
 
         from fact_rlhf_jax import pretrained
         from fact_rlhf_jax.data import preference
-        from fact_rlhf_jax.train.reward import _absolute, shapesworld_start
+        from fact_rlhf_jax.train.reward import shapesworld_start
 
         self.config = config
         self.workdir = workdir
@@ -209,7 +209,7 @@ class DPOStage(PairDataStage):
                    if self.lora_rank else None)
         pretrained.write_card(workdir, pretrained.Card(
             "llava", self.model_cfg, str(Path(self.tokenizer_dir).absolute()),
-            base=_absolute(source) if self.lora_rank else None, adapter=adapter,
+            base=pretrained.absolute(source) if self.lora_rank else None, adapter=adapter,
             extra={"stage": "dpo", "conv_template": data.template}))
 
     @staticmethod

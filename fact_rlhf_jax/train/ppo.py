@@ -39,6 +39,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from fact_rlhf_jax import sharding as shd
+from fact_rlhf_jax.pretrained import absolute as pretrained_absolute
 from fact_rlhf_jax.rl import advantages as adv_lib
 from fact_rlhf_jax.rl import losses as rl_losses
 from fact_rlhf_jax.rl import rollout as ro
@@ -131,8 +132,10 @@ def tiny_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _identity(path) -> str:
-    return json.dumps(path, sort_keys=True) if not isinstance(path, str) else str(Path(path).absolute())
+def _identity(source) -> str:
+    """One string per starting point (to tell whether the policy and the reward model share a base)."""
+    source = pretrained_absolute(source)
+    return source if isinstance(source, str) else json.dumps(source, sort_keys=True)
 
 
 class PPOStage(Stage):
@@ -212,7 +215,7 @@ class PPOStage(Stage):
         if card.adapter is not None:
             raise ValueError(f"{self.policy_source}: an adapter on a base kept inside that run's checkpoints; start "
                              "PPO from a run whose model card names its base (LoRA SFT with init.params_from)")
-        return _identity(self.policy_source) if isinstance(self.policy_source, str) else self.policy_source
+        return pretrained_absolute(self.policy_source)
 
     # --- model ------------------------------------------------------------------------------------
     def init_params(self, rng):

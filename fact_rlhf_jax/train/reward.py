@@ -30,7 +30,8 @@ import ml_collections
 import numpy as np
 
 from fact_rlhf_jax.train.losses import pairwise_reward_loss_terms
-from fact_rlhf_jax.train.stage import LossTerms, Stage
+from fact_rlhf_jax.train.pair_data import PairDataStage
+from fact_rlhf_jax.train.stage import LossTerms
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,9 @@ def shapesworld_start(config: ml_collections.ConfigDict, workdir: str) -> tuple[
     return sft_dir, world
 
 
-class RewardStage(Stage):
+class RewardStage(PairDataStage):
     name = "reward"
+    pad_side = "left"  # as the reference: the score is read at the last position either way
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         from transformers import AutoTokenizer
@@ -141,22 +143,14 @@ class RewardStage(Stage):
             log.warning("a factual reward prompt without data.captions: records need their own 'captions' field")
         self.captions = preference.load_captions(captions_path) if self.factual else None
         self.max_length = int(data.max_text_length) - 1 + self.model_cfg.num_image_tokens
-        self.train_sources, self.eval_sources = train_sources, eval_sources
-        self.train_rows = self.eval_rows = None
-        if not eval_sources and int(data.eval_size) > 0:
-            if len(train_sources) != 1:
-                raise ValueError("data.eval_size splits one preference file; with several, name data.eval")
-            from fact_rlhf_jax.data.sources import open_source, parse_sources
-
-            n = len(open_source(parse_sources(train_sources)[0]))
-            self.train_rows, self.eval_rows = preference.split_rows(n, int(data.eval_size), int(data.split_seed))
-            self.eval_sources = train_sources
-        self._loader = None
+        self.train_sources = train_sources
+        self.train_rows, self.eval_rows, self.eval_sources = preference.held_out_split(
+            train_sources, eval_sources, int(data.eval_size), int(data.split_seed))
         pretrained.write_card(workdir, pretrained.Card(
-            "reward", self.model_cfg, str(Path(self.tokenizer_dir).absolute()), base=_absolute(source),
+            "reward", self.model_cfg, str(Path(self.tokenizer_dir).absolute()), base=pretrained.absolute(source),
             adapter=pretrained.AdapterSpec("lora", self.lora_rank, float(config.lora.alpha), self.lora_targets),
             head="head",
-            extra={"prompt": _absolute(config.reward.prompt) if Path(config.reward.prompt).is_file()
+            extra={"prompt": str(Path(config.reward.prompt).absolute()) if Path(config.reward.prompt).is_file()
                    else config.reward.prompt,
                    "captions": str(Path(captions_path).absolute()) if captions_path else "",
                    "conv_template": data.template, "max_text_length": int(data.max_text_length)}))
@@ -204,43 +198,6 @@ class RewardStage(Stage):
             num_epochs=num_epochs, strict=bool(data.strict), process_index=process_index,
             process_count=process_count, pad_to_square=bool(data.pad_to_square),
             read_threads=int(data.read_threads), pad_final_batch=pad_final_batch)
-
-    def train_data(self, *, process_index, process_count, batch_size, seed):
-        self._loader = self._loader_for(self.train_sources, self.train_rows, process_index=process_index,
-                                        process_count=process_count, batch_size=batch_size, seed=seed,
-                                        shuffle=True, num_epochs=None)
-        return iter(self._loader)
-
-    def eval_data(self, *, process_index, process_count, batch_size):
-        if not self.eval_sources:
-            return None
-        loader = self._loader_for(self.eval_sources, self.eval_rows, process_index=process_index,
-                                  process_count=process_count, batch_size=batch_size,
-                                  seed=int(self.config.data.split_seed), shuffle=False, num_epochs=1,
-                                  pad_final_batch=True)
-        return iter(loader)
-
-    def num_train_examples(self):
-        return None if self._loader is None else int(self._loader.num_records)
-
-    def to_global(self, batch, mesh):
-        from fact_rlhf_jax.data.pipeline import to_global
-
-        return to_global(batch, mesh, pad_side="left", pad_id=self._loader.pad_id if self._loader else 0)
-
-    def finish(self, workdir, data):
-        from fact_rlhf_jax.data.pipeline import write_bad_record_report
-
-        if self._loader is not None:
-            write_bad_record_report(self._loader, workdir)
-
-
-def _absolute(source):
-    """Paths in a source spec made absolute, so the model card works from any directory."""
-    if isinstance(source, str):
-        return str(Path(source).absolute())
-    spec = source.to_dict() if hasattr(source, "to_dict") else dict(source)
-    return {k: str(Path(v).absolute()) if isinstance(v, str) and v else v for k, v in spec.items()}
 
 
 def build_stage(config, workdir):

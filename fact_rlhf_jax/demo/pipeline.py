@@ -74,11 +74,11 @@ def check_settings(root: Path, settings: DemoSettings) -> None:
     """Records the settings in DIR/demo.json; a rerun with other settings (e.g. --smoke in a full run's
     directory) is an error rather than a silent mix of two runs."""
     path = root / "demo.json"
-    current = dataclasses.asdict(settings)
+    current = json.loads(json.dumps(dataclasses.asdict(settings)))  # tuples -> lists, as read back
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved != json.loads(json.dumps(current)):
-            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != json.loads(json.dumps(current.get(k))))
+        if saved != current:
+            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise StageError(f"{path}: this directory was made with other demo settings ({', '.join(changed)} "
                              "differ); use a new --workdir")
         return

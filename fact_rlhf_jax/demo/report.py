@@ -188,7 +188,8 @@ def write_report(root: str | Path, results: dict[str, Any], stage_seconds: dict[
     reward_models = results.get("reward_models", {})
     if reward_models:
         lines += ["## Reward models", "", "| reward model | preference accuracy (%) |", "|---|---|"]
-        lines += [f"| {n} | {100 * reward_models[n]['accuracy']:.1f} |" for n in _ordered(reward_models, REWARD_MODEL_ORDER)]
+        lines += [f"| {n} | {100 * reward_models[n]['accuracy']:.1f} |"
+                  for n in _ordered(reward_models, REWARD_MODEL_ORDER)]
         lines.append("")
     if plot_results(models, figures / "results.png"):
         paths["results_png"] = figures / "results.png"

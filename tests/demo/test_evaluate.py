@@ -28,9 +28,11 @@ class ScriptedAnswerer:
 
     def __init__(self, world: World, invent: bool = False):
         self.scenes = load_scenes(world.path("scene_graphs"))
-        self.by_pixels = {self._key(Image.open(world.path("images") / f).convert("RGB")): f for f in world.eval_images()}
-        self.mc = {(f, qa.question): qa.label for f, qa in zip(world.eval_images(), mc_questions(world.eval_images(), self.scenes))}
-        self.mmhal = {(r["image_src"], r["question"]): r["gt_answer"] for r in json.loads(world.path("mmhal").read_text())}
+        files = world.eval_images()
+        self.by_pixels = {self._key(Image.open(world.path("images") / f).convert("RGB")): f for f in files}
+        self.mc = {(f, qa.question): qa.label for f, qa in zip(files, mc_questions(files, self.scenes))}
+        records = json.loads(world.path("mmhal").read_text())
+        self.mmhal = {(r["image_src"], r["question"]): r["gt_answer"] for r in records}
         self.invent = invent
         self.calls = 0
 
@@ -85,6 +87,7 @@ def test_one_invented_object_per_description(world, tmp_path):
     assert m["response_hallucination_rate"] == 1.0 and m["coverage"] == 1.0
     lo, hi = m["hallucination_rate_ci"]
     assert lo <= m["hallucination_rate"] <= hi and lo < hi
-    words = sum(len(" ".join(f"There is a x {o.shape}." for o in scenes[f].objects).split()) + 5 for f in world.eval_images())
+    # "There is a <colour> <shape>." per object (5 words) plus the invented one
+    words = sum(5 * len(scenes[f].objects) + 5 for f in world.eval_images())
     assert m["mean_length"] == pytest.approx(words / 10)
     assert m["pope_f1"] == 1.0  # only the descriptions changed

@@ -15,7 +15,8 @@ SCENE = Scene(
 )
 IMAGE = "001000000000.png"
 MC_QUESTION = "What colour is the star?\nA. red\nB. green\nC. blue\nD. black"
-DESCRIPTION = "The image shows three objects. A large red circle is at the top left. A small blue square sits at the top right. A green star is at the bottom."
+DESCRIPTION = ("The image shows three objects. A large red circle is at the top left. A small blue square sits at the "
+               "top right. A green star is at the bottom.")
 
 # (question_type, question, gt_answer, model answer, rating)
 CASES = [
@@ -75,7 +76,8 @@ def test_cli_judge_shapesworld(tmp_path):
     responses = tmp_path / "responses.json"
     responses.write_text(json.dumps([_record(*c[:4]) for c in CASES]))
     out = tmp_path / "out"
-    args = ["eval", "mmhal", "--responses", str(responses), "--judge", "shapesworld", "--out-dir", str(out), "--no-progress"]
+    args = ["eval", "mmhal", "--responses", str(responses), "--judge", "shapesworld", "--out-dir", str(out),
+            "--no-progress"]
     assert main(args) == 2  # the scene graphs are required
     assert main(args + ["--scene-graphs", str(graphs)]) == 0
     judged = json.loads((out / "mmhal_judged.json").read_text())

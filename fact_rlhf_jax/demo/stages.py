@@ -46,10 +46,16 @@ def train(make_config: Callable[[Context], Any]) -> Callable[[Context, Path], di
     return run
 
 
-def sft_config(ctx: Context):
-    from fact_rlhf_jax.demo.config import sft_config as make
+def pretrain_config(ctx: Context):
+    from fact_rlhf_jax.demo import config
 
-    return make(ctx.world, ctx.settings)
+    return config.pretrain_config(ctx.world, ctx.settings)
+
+
+def sft_config(ctx: Context):
+    from fact_rlhf_jax.demo import config
+
+    return config.sft_config(ctx.world, ctx.settings, init_from=str(ctx.workdir("pretrain")))
 
 
 def load_workdir_model(stage: str) -> Callable[[Context], Any]:
@@ -94,7 +100,8 @@ def report(stage_list: Callable[[], list[Stage]]) -> Stage:
 def stages() -> list[Stage]:
     return [
         Stage("world", "write the ShapesWorld", write_world),
-        Stage("sft", "SFT of the demo model from scratch", train(sft_config)),
+        Stage("pretrain", "caption pretraining of the demo model from scratch", train(pretrain_config)),
+        Stage("sft", "SFT from the pretrained model", train(sft_config)),
         evaluation("sft", load_workdir_model("sft")),
         report(stages),
     ]

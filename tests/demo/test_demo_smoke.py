@@ -14,7 +14,7 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
     root = tmp_path / "demo"
     assert main(["demo", "--workdir", str(root), "--smoke"]) == 0
     first = capsys.readouterr().out
-    assert "[2/4] sft: SFT of the demo model from scratch: done in" in first
+    assert "[3/5] sft: SFT from the pretrained model: done in" in first
 
     results = json.loads((root / "results.json").read_text())
     assert set(results) == {"models", "reward_models", "seconds"}
@@ -32,15 +32,23 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
     assert "| sft |" in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert "figures/results.png" in links and "figures/training_curves.png" in links
+    assert "pretrain: loss" in _curve_titles(root) and "sft: loss" in _curve_titles(root)
     assert sum(l.startswith("figures/samples/") for l in links) == 3
     assert all((root / link).is_file() for link in links)
 
-    done = {s: (root / s / "done.json").stat().st_mtime_ns for s in ("world", "sft", "eval_sft")}
+    finished = ("world", "pretrain", "sft", "eval_sft")
+    done = {s: (root / s / "done.json").stat().st_mtime_ns for s in finished}
     checkpoints = sorted(p.name for p in (root / "sft" / "checkpoints").iterdir())
     assert main(["demo", "--workdir", str(root), "--smoke"]) == 0
     second = capsys.readouterr().out
-    for i, stage in enumerate(("world", "sft", "eval_sft"), 1):
-        assert f"[{i}/4] {stage}: " in second and "finished earlier" in second.splitlines()[i - 1]
+    for i, stage in enumerate(finished, 1):
+        assert f"[{i}/5] {stage}: " in second and "finished earlier" in second.splitlines()[i - 1]
     assert {s: (root / s / "done.json").stat().st_mtime_ns for s in done} == done
     assert sorted(p.name for p in (root / "sft" / "checkpoints").iterdir()) == checkpoints
     assert json.loads((root / "results.json").read_text()) == results
+
+
+def _curve_titles(root):
+    from fact_rlhf_jax.demo.report import training_curves
+
+    return [f"{stage}: {title}" for stage, title, _ in training_curves(root)]

@@ -51,5 +51,5 @@ def test_other_settings_in_the_same_directory_are_refused(tmp_path):
 
     run_stages(tmp_path, SMOKE, _stages([]), out=io.StringIO())
     assert json.loads((tmp_path / "demo.json").read_text())["train_images"] == SMOKE.train_images
-    with pytest.raises(StageError, match="sft_steps differ"):
-        run_stages(tmp_path, dataclasses.replace(SMOKE, sft_steps=99), _stages([]), out=io.StringIO())
+    with pytest.raises(StageError, match="noise differ"):
+        run_stages(tmp_path, dataclasses.replace(SMOKE, noise=0.5), _stages([]), out=io.StringIO())

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("fact_rlhf_jax.commands.eval", "run or score POPE, MMHal-Bench, LLaVA-Bench, CHAIR"),
     "shapesworld": ("fact_rlhf_jax.commands.shapesworld", "write the ShapesWorld synthetic data sets"),
     "convert": ("fact_rlhf_jax.commands.convert", "convert checkpoints between HF and fact_rlhf_jax"),
+    "demo": ("fact_rlhf_jax.commands.demo", "end-to-end ShapesWorld demo: SFT, evaluation, results and plots"),
     "data": ("fact_rlhf_jax.commands.data", "convert VQAv2 / A-OKVQA / Flickr30k to LLaVA JSON; pack tfds datasets"),
     "plan": ("fact_rlhf_jax.commands.plan", "compile a config ahead of time for a mesh: memory per device, FLOPs, fits"),
 }

@@ -9,7 +9,7 @@ import ml_collections
 
 def judge_config(temperature):
     j = ml_collections.ConfigDict()
-    j.kind = "chat"  # "chat": OpenAI-compatible endpoint; "rule": offline rule judge (MMHal only)
+    j.kind = "chat"  # "chat": OpenAI-compatible endpoint; "rule" / "shapesworld": offline judges (MMHal only)
     j.base_url = ""  # empty: $FACT_RLHF_JUDGE_BASE_URL or $OPENAI_BASE_URL, e.g. https://api.openai.com/v1
     j.model = ""  # empty: $FACT_RLHF_JUDGE_MODEL
     j.api_key_env = "OPENAI_API_KEY"  # environment variable holding the key (else $FACT_RLHF_JUDGE_API_KEY)
@@ -36,4 +36,5 @@ def get_config(arg=None):
     c.conv_mode = "llava_v1"
     c.judge_template = "mmhal_judge.txt"  # packaged template, or a path to your own
     c.judge = judge_config(0.0)
+    c.judge.scene_graphs = ""  # ShapesWorld scene_graphs.json, for judge.kind = "shapesworld" (exact offline judge)
     return c

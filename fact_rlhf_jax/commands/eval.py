@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("mmhal", help="MMHal-Bench (judge score 0-6, hallucination rate)")
     p.add_argument("--template", metavar="T.json", help="the 96-record template to answer with --checkpoint")
     p.add_argument("--responses", metavar="R.json", help="score this responses file (template format, model_answer filled)")
-    p.add_argument("--judge", choices=("chat", "rule"), help="override config.judge.kind")
+    p.add_argument("--judge", choices=("chat", "rule", "shapesworld"), help="override config.judge.kind")
+    p.add_argument("--scene-graphs", metavar="SG.json",
+                   help="ShapesWorld scene_graphs.json for --judge shapesworld (overrides config.judge.scene_graphs)")
     p.add_argument("--rejudge", action="store_true", help="judge again even if the file already has judge_response")
     _add_common(p, "mmhal")
 
@@ -113,13 +115,22 @@ def _settings_record(cfg: Any, mode: str) -> dict[str, Any]:
 
 def _make_judge(cfg: Any, *, allow_rule: bool, system: str | None = None, labels: Any = ()):
     j = cfg.judge
+    if j.kind == "shapesworld":
+        if not allow_rule:
+            raise JudgeFatalError("the ShapesWorld judge exists only for MMHal-Bench; use config.judge.kind=chat")
+        if not j.get("scene_graphs", ""):
+            raise EvalDataError("--judge shapesworld needs the world's scene graphs: pass --scene-graphs "
+                                "WORLD/scene_graphs.json or set config.judge.scene_graphs")
+        from fact_rlhf_jax.shapesworld.judge import ShapesWorldJudge
+
+        return ShapesWorldJudge.from_file(j.scene_graphs)
     if j.kind == "rule":
         if not allow_rule:
             raise JudgeFatalError("the rule judge exists only for MMHal-Bench; use config.judge.kind=chat")
         synonyms = cfg.get("synonyms") or DEFAULT_SYNONYMS
         return RuleJudge(ObjectVocabulary.from_file(synonyms), benchmark_labels=labels)
     if j.kind != "chat":
-        raise JudgeFatalError(f"config.judge.kind must be 'chat' or 'rule', got {j.kind!r}")
+        raise JudgeFatalError(f"config.judge.kind must be 'chat', 'rule' or 'shapesworld', got {j.kind!r}")
     settings = JudgeSettings(
         base_url=j.base_url, model=j.model, api_key=os.environ.get(j.api_key_env, "") if j.api_key_env else "",
         temperature=float(j.temperature), max_tokens=int(j.max_tokens), timeout_s=float(j.timeout_s),
@@ -177,6 +188,8 @@ def _run_mmhal(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, "mmhal")
     if args.judge:
         cfg.judge.kind = args.judge
+    if args.scene_graphs:
+        cfg.judge.scene_graphs = args.scene_graphs
     if bool(args.template) == bool(args.responses):
         raise EvalDataError("pass exactly one of --template (answer with a checkpoint) or --responses (score answers)")
     responses_path = args.responses

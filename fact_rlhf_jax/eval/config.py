@@ -19,7 +19,7 @@ POPE_SUFFIX = "\nAnswer the question using a single word or phrase."
 
 def _judge_defaults(temperature: float) -> dict[str, Any]:
     return {
-        "kind": "chat",  # "chat" (OpenAI-compatible endpoint) or "rule" (offline, MMHal only)
+        "kind": "chat",  # "chat" (OpenAI-compatible endpoint); "rule" or "shapesworld" (offline, MMHal only)
         "base_url": "",  # empty: FACT_RLHF_JUDGE_BASE_URL or OPENAI_BASE_URL
         "model": "",  # empty: FACT_RLHF_JUDGE_MODEL
         "api_key_env": "OPENAI_API_KEY",  # the key is read from this variable (or FACT_RLHF_JUDGE_API_KEY)
@@ -55,7 +55,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "temperature": 0.0,
         "conv_mode": "llava_v1",
         "judge_template": "mmhal_judge.txt",
-        "judge": _judge_defaults(0.0),
+        "judge": _judge_defaults(0.0) | {"scene_graphs": ""},  # scene_graphs: for kind "shapesworld"
     },
     "llava_bench": {
         "checkpoint": "",

@@ -5,7 +5,7 @@ Pure Python over plain lists, so every number can be checked by hand in a test.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 
 def parse_pope_answer(text: str) -> bool:
@@ -90,6 +90,15 @@ def parse_mmhal_rating(judge_text: str) -> int | None:
     return found[0] if len(found) == 1 else None
 
 
+def mmhal_rating(hallucinated: bool, informativeness: int) -> int:
+    """The MMHal 0-6 scale from its two judgements (6, "good analysis or reasoning", is never given by
+    an offline judge): no hallucination 3 / 4 / 5, with hallucination 0 / 1 / 2 for not / somewhat / very
+    informative (informativeness 0 / 1 / 2)."""
+    if informativeness not in (0, 1, 2):
+        raise ValueError(f"informativeness must be 0, 1 or 2, got {informativeness!r}")
+    return informativeness if hallucinated else 3 + informativeness
+
+
 def mmhal_summary(ratings: Sequence[int | None], question_types: Sequence[str]) -> dict[str, dict[str, float]]:
     """Score (mean rating, 0-6) and hallucination rate (share of ratings < 3) per question type and overall.
 
@@ -167,3 +176,33 @@ def relative_scores(
     out = {c: summarize(groups[c]) for c in sorted(groups)}
     out["all"] = summarize(list(pairs))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Confidence intervals
+
+
+def bootstrap_interval(
+    n: int,
+    statistic: Callable[[Sequence[int]], float],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of a statistic over `n` items (responses, questions, ...).
+
+    `statistic(indices)` computes the number from the items at `indices` (a list with repeats); it is
+    evaluated on `resamples` draws of n indices with replacement from a generator seeded with `seed`, and
+    the (1 - confidence) / 2 and (1 + confidence) / 2 quantiles of those values are returned (numpy's
+    linear interpolation). n = 0 gives (0.0, 0.0).
+    """
+    if n == 0:
+        return 0.0, 0.0
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, size=n).tolist()) for _ in range(resamples)], np.float64)
+    tail = (1.0 - confidence) / 2
+    lo, hi = np.quantile(values, [tail, 1.0 - tail])
+    return float(lo), float(hi)

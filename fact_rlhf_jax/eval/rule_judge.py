@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from fact_rlhf_jax.eval.metrics import mmhal_rating
 from fact_rlhf_jax.eval.objects import ObjectVocabulary, words_of
 
 _STOP_WORDS = frozenset(
@@ -52,7 +53,7 @@ class RuleJudge:
         else:
             coverage = 1.0 if response_words else 0.0
         level = 2 if coverage >= 0.5 else 1 if coverage > 0 else 0  # very / somewhat / not informative
-        rating = level if hallucinated else 3 + level
+        rating = mmhal_rating(bool(hallucinated), level)
         explanation = (
             f"Objects not supported by the image contents or the human answer: {', '.join(hallucinated) or 'none'}. "
             f"Key words of the human answer covered: {coverage:.2f}."

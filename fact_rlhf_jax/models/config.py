@@ -111,6 +111,17 @@ _PRESETS: dict[str, LlavaConfig] = {
                         num_kv_heads=8, max_position_embeddings=2048),
         image_token_id=31999,
     ),
+    # The CPU demo (`fact-rlhf demo`): trained from scratch on 48 px ShapesWorld images. One 16 px patch per
+    # cell of the world's 3x3 grid (9 image tokens); a narrow decoder, so a forward pass of 64 x 300 tokens
+    # stays well under a second on 2 CPU cores. Set the vocabulary from the world's tokenizer.
+    "demo": LlavaConfig(
+        vision=VisionConfig(image_size=48, patch_size=16, hidden_size=128, intermediate_size=512, num_layers=2,
+                            num_heads=4),
+        text=TextConfig(vocab_size=1024, hidden_size=192, intermediate_size=512, num_layers=3, num_heads=4,
+                        num_kv_heads=4, max_position_embeddings=512),
+        vision_feature_layer=-1,
+        image_token_id=3,
+    ),
     "llava_7b_224": LlavaConfig(vision=CLIP_L14_224, text=VICUNA_7B, projector="linear",
                                 param_dtype="bfloat16", compute_dtype="bfloat16", remat="full"),
     "llava_13b_336": LlavaConfig(vision=CLIP_L14_336, text=VICUNA_13B, projector="linear",

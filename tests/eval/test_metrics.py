@@ -91,3 +91,30 @@ def test_relative_scores_by_hand():
     assert s["detail"] == pytest.approx({"relative": 100.0, "reference": 60.0, "model": 60.0, "n": 1, "unparsed": 1})
     # all: reference (8 + 10 + 6) / 3 = 8, model (6 + 9 + 6) / 3 = 7
     assert s["all"] == pytest.approx({"relative": 87.5, "reference": 80.0, "model": 70.0, "n": 3, "unparsed": 1})
+
+
+def test_mmhal_rating_scale():
+    assert [metrics.mmhal_rating(False, i) for i in (0, 1, 2)] == [3, 4, 5]
+    assert [metrics.mmhal_rating(True, i) for i in (0, 1, 2)] == [0, 1, 2]
+    with pytest.raises(ValueError):
+        metrics.mmhal_rating(False, 3)
+
+
+def test_bootstrap_interval_against_numpy():
+    import numpy as np
+
+    values = [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+    mean = lambda idx: sum(values[i] for i in idx) / len(idx)
+    lo, hi = metrics.bootstrap_interval(len(values), mean, resamples=500, seed=3)
+    # written out: 500 draws of 10 indices from default_rng(3), the 2.5 % and 97.5 % quantiles of the means
+    rng = np.random.default_rng(3)
+    means = [np.mean(np.asarray(values)[rng.integers(0, 10, size=10)]) for _ in range(500)]
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
+    assert lo < 0.7 < hi
+    assert metrics.bootstrap_interval(len(values), mean, resamples=500, seed=3) == (lo, hi)  # seeded
+    assert metrics.bootstrap_interval(len(values), mean, resamples=500, seed=4) != (lo, hi)
+
+
+def test_bootstrap_interval_edge_cases():
+    assert metrics.bootstrap_interval(5, lambda idx: 2.5, resamples=50) == (2.5, 2.5)
+    assert metrics.bootstrap_interval(0, lambda idx: 1.0) == (0.0, 0.0)

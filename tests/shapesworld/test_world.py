@@ -184,3 +184,16 @@ def test_cli_writes_world(tmp_path):
     assert world["num_images"] == 6 and world["noise"] == 0.5 and world["seed"] == 2
     assert (tmp_path / "w" / "images" / "000000000005.png").is_file()
     assert (tmp_path / "w" / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_tokenizer_merges_the_conversation_template(world):
+    # the system prompt is in every conversation: its words must be pieces, not single characters
+    from transformers import AutoTokenizer
+
+    from fact_rlhf_jax.data.conversation import render
+
+    _, paths = world
+    tok = AutoTokenizer.from_pretrained(str(paths["tokenizer"]))
+    for template in ("vicuna_v1", "llava_v1"):
+        prompt = render(template, [("Describe the image in detail.", None)])
+        assert len(tok(prompt)["input_ids"]) < 45, template

@@ -1,0 +1,59 @@
+"""The demo's ShapesWorld: written once into `DIR/world`, with its caption (`pretrain.json`) and SFT records
+split into train / held-out files (`{pretrain,sft}_{train,eval}.json`; the held-out records are those of the
+last training images, so the eval losses are measured on images the model never trained on)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    """A written demo world: `path(key)` is any file `write_world` wrote, by its key in world.json
+    (images, tokenizer, scene_graphs, sft, pretrain, preference, captions, ppo_prompts, pope_random,
+    pope_popular, pope_adversarial, mmhal, ...); `{pretrain,sft}_{train,eval}` are the demo's splits."""
+
+    root: Path
+
+    @functools.cached_property
+    def info(self) -> dict:
+        return json.loads((self.root / "world.json").read_text())
+
+    def path(self, key: str) -> Path:
+        files = self.info["files"]
+        if key not in files:
+            raise KeyError(f"{self.root / 'world.json'}: no file {key!r}; written: {', '.join(sorted(files))}")
+        return self.root / files[key]
+
+    sft_train = property(lambda self: self.root / "sft_train.json")
+    sft_eval = property(lambda self: self.root / "sft_eval.json")
+    pretrain_train = property(lambda self: self.root / "pretrain_train.json")
+    pretrain_eval = property(lambda self: self.root / "pretrain_eval.json")
+
+    def eval_images(self) -> list[str]:
+        """File names of the held-out eval images, in order."""
+        from fact_rlhf_jax.shapesworld.writer import EVAL_ID_OFFSET, image_file
+
+        return [image_file(EVAL_ID_OFFSET + i) for i in range(int(self.info["num_eval_images"]))]
+
+
+def write_demo_world(root: str | Path, *, train_images: int, eval_images: int, image_size: int, noise: float,
+                     seed: int = 0, sft_eval_images: int = 0) -> World:
+    """Writes the world and the caption / SFT splits; the records of the last `sft_eval_images` training
+    images are held out."""
+    from fact_rlhf_jax.shapesworld import write_world
+    from fact_rlhf_jax.shapesworld.writer import image_file
+
+    world = World(Path(root))
+    paths = write_world(world.root, num_images=train_images, num_eval_images=eval_images, seed=seed, noise=noise,
+                        image_size=image_size)
+    held = {image_file(i) for i in range(max(0, train_images - sft_eval_images), train_images)}
+    for key, train, held_out in (("sft", world.sft_train, world.sft_eval),
+                                 ("pretrain", world.pretrain_train, world.pretrain_eval)):
+        records = json.loads(Path(paths[key]).read_text())
+        train.write_text(json.dumps([r for r in records if r["image"] not in held]))
+        held_out.write_text(json.dumps([r for r in records if r["image"] in held]))
+    return world

@@ -22,6 +22,21 @@ class Schedule:
 
 
 @dataclasses.dataclass(frozen=True)
+class PPOSchedule:
+    """One PPO run: `steps` rollouts of `rollout` prompts, each updated over in minibatches of `minibatch` for
+    `epochs` passes; LoRA `rank` on the policy (and on the value model, copied from the reward model's)."""
+
+    steps: int
+    rollout: int
+    minibatch: int
+    epochs: int
+    lr: float
+    max_new_tokens: int
+    kl_coef: float = 0.1
+    rank: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
 class DemoSettings:
     """World size, model, training schedules and evaluation of one demo run."""
 
@@ -34,6 +49,15 @@ class DemoSettings:
     # the two training stages (captions with the plain template, then SFT)
     pretrain: Schedule
     sft: Schedule
+    # RLHF: both reward models (vanilla and factual) train with `reward`, PPO runs twice with `ppo`, DPO on the
+    # world's preference pairs with `dpo`
+    reward: Schedule
+    ppo: PPOSchedule
+    dpo: Schedule
+    label_noise: float = 0.0  # share of preference labels flipped
+    reward_eval_pairs: int = 200  # preference pairs held out of reward-model training (their accuracy is reported)
+    reward_rank: int = 32
+    dpo_beta: float = 0.1
     seed: int = 0
     # model: a preset of models/config.py plus overrides (nested `text` / `vision` dicts)
     preset: str = "demo"
@@ -45,14 +69,42 @@ FULL = DemoSettings(
     train_images=2000, eval_images=200, sft_eval_images=50, image_size=48, noise=0.2,
     pretrain=Schedule(steps=800, batch=32, lr=3e-3, warmup=30, max_text_length=48),
     sft=Schedule(steps=400, batch=16, lr=3e-3, warmup=20, max_text_length=128),
+    reward=Schedule(steps=100, batch=16, lr=2e-3, warmup=5, max_text_length=512),
+    ppo=PPOSchedule(steps=30, rollout=32, minibatch=16, epochs=2, lr=1e-3, max_new_tokens=96),
+    dpo=Schedule(steps=60, batch=16, lr=5e-4, warmup=5, max_text_length=256),
 )
 SMOKE = DemoSettings(
     train_images=64, eval_images=16, sft_eval_images=8, image_size=48, noise=0.2,
     pretrain=Schedule(steps=6, batch=8, lr=3e-3, warmup=1, max_text_length=48),
     sft=Schedule(steps=8, batch=8, lr=3e-3, warmup=1, max_text_length=128),
+    reward=Schedule(steps=3, batch=4, lr=2e-3, warmup=1, max_text_length=512),
+    ppo=PPOSchedule(steps=2, rollout=8, minibatch=4, epochs=1, lr=1e-3, max_new_tokens=24, rank=4),
+    dpo=Schedule(steps=2, batch=4, lr=5e-4, warmup=1, max_text_length=256),
+    reward_eval_pairs=8, reward_rank=4,
     eval=EvalSettings(batch_size=16, description_tokens=48, mmhal_tokens=48, mc_tokens=24, pope_tokens=16,
                       resamples=200),
 )
+
+
+def _common(c: ml_collections.ConfigDict, s: DemoSettings, schedule: Schedule | PPOSchedule,
+            warmup: int) -> ml_collections.ConfigDict:
+    """What every demo training stage shares: one process over every local device, cosine to 5 %, quiet logs."""
+    c.seed = s.seed
+    c.batch_size = schedule.batch if isinstance(schedule, Schedule) else schedule.rollout
+    c.grad_accum = 1
+    c.num_steps = schedule.steps
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
+    c.optim.lr = schedule.lr
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = warmup
+    c.optim.end_lr_ratio = 0.05
+    c.optim.weight_decay = 0.0
+    c.checkpoint.every = max(1, schedule.steps // 4)
+    c.checkpoint.keep = 1
+    c.log_every = max(1, min(20, schedule.steps // 10))
+    c.progress_bar = False
+    c.tensorboard = False
+    return c
 
 
 def _training_config(world: World, s: DemoSettings, schedule: Schedule) -> ml_collections.ConfigDict:
@@ -68,23 +120,9 @@ def _training_config(world: World, s: DemoSettings, schedule: Schedule) -> ml_co
     c.data.tokenizer = str(world.path("tokenizer"))
     c.data.max_text_length = schedule.max_text_length
     c.data.read_threads = 0
-    c.seed = s.seed
-    c.batch_size = schedule.batch
-    c.grad_accum = 1
-    c.num_steps = schedule.steps
-    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
-    c.optim.lr = schedule.lr
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = schedule.warmup
-    c.optim.end_lr_ratio = 0.05
-    c.optim.weight_decay = 0.0
-    c.checkpoint.every = max(1, schedule.steps // 4)
-    c.checkpoint.keep = 1
-    c.log_every = max(1, min(20, schedule.steps // 10))
+    _common(c, s, schedule, schedule.warmup)
     c.eval_every = max(1, schedule.steps // 2)
     c.eval_batches = -1
-    c.progress_bar = False
-    c.tensorboard = False
     return c
 
 
@@ -105,4 +143,70 @@ def sft_config(world: World, s: DemoSettings, init_from: str = "") -> ml_collect
     c.data.eval = [(str(world.sft_eval), str(world.path("images")), 1.0)] if s.sft_eval_images else []
     c.data.template = "vicuna_v1"
     c.init.params_from = init_from
+    return c
+
+
+def reward_config(world: World, s: DemoSettings, sft_dir: str, *, factual: bool) -> ml_collections.ConfigDict:
+    """A reward model (LoRA + scalar head on the frozen SFT model) on the world's preference pairs: the
+    Fact-RM (`factual`: the instruction lists the image's captions) or the vanilla one (no facts)."""
+    from fact_rlhf_jax.train import reward
+
+    c = _common(reward.default_config(), s, s.reward, s.reward.warmup)
+    c.reward.prompt = "fact_rlhf" if factual else "vanilla"
+    c.init.model = sft_dir
+    c.data.train = [(str(world.path("preference")), str(world.path("images")), 1.0)]
+    c.data.captions = str(world.path("captions"))
+    c.data.eval_size = s.reward_eval_pairs
+    c.data.max_text_length = s.reward.max_text_length
+    # inputs are ~300-450 tokens: fine buckets instead of padding everything to 512 (attention is quadratic)
+    c.data.length_buckets = tuple(range(64, s.reward.max_text_length + 1, 64))
+    c.data.read_threads = 0
+    c.lora.rank = s.reward_rank
+    c.lora.alpha = float(s.reward_rank)
+    c.optim.clip_norm = 1.0
+    c.eval_every = s.reward.steps  # the held-out accuracy once, at the end
+    return c
+
+
+def ppo_config(world: World, s: DemoSettings, sft_dir: str, reward_dir: str) -> ml_collections.ConfigDict:
+    """PPO of a LoRA policy on the SFT model against the reward model in `reward_dir`, on the world's PPO
+    prompts (descriptions, yes/no, counting and multiple choice, with the reference's symbolic rewards)."""
+    from fact_rlhf_jax.train import ppo
+
+    p = s.ppo
+    c = _common(ppo.default_config(), s, p, 2)
+    c.init.policy = sft_dir
+    c.init.reward = reward_dir
+    c.data.train = [(str(world.path("ppo_prompts")), str(world.path("images")), 1.0)]
+    c.data.captions = str(world.path("captions"))
+    c.data.query_len = 64
+    c.data.instruction_length = 256  # the evaluation instruction with the facts: ~130 + ~100 tokens
+    c.data.read_threads = 0
+    c.ppo.step_batch_size = p.minibatch
+    c.ppo.noptepochs = p.epochs
+    c.ppo.max_new_tokens = p.max_new_tokens
+    c.ppo.kl_coef = p.kl_coef
+    c.ppo.save_rollouts_every = max(1, p.steps // 3)
+    c.lora.rank = p.rank
+    c.lora.alpha = float(p.rank)
+    c.num_epochs = 100.0  # `steps` decides; the prompt stream repeats when it runs out
+    c.log_every = 1
+    return c
+
+
+def dpo_config(world: World, s: DemoSettings, sft_dir: str) -> ml_collections.ConfigDict:
+    """DPO of a LoRA policy on the SFT model against the frozen SFT model, on the world's preference pairs."""
+    from fact_rlhf_jax.train import dpo
+
+    c = _common(dpo.default_config(), s, s.dpo, s.dpo.warmup)
+    c.init.model = sft_dir
+    c.data.train = [(str(world.path("preference")), str(world.path("images")), 1.0)]
+    c.data.eval_size = s.reward_eval_pairs
+    c.data.max_text_length = s.dpo.max_text_length
+    c.data.length_buckets = tuple(range(64, s.dpo.max_text_length + 1, 64))
+    c.data.read_threads = 0
+    c.dpo.beta = s.dpo_beta
+    c.lora.rank = s.reward_rank
+    c.lora.alpha = float(s.reward_rank)
+    c.eval_every = s.dpo.steps
     return c

@@ -33,7 +33,7 @@ LABELS = {
 CURVES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "sft": [("loss", ("loss", "eval/loss"))],
     "reward": [("accuracy", ("accuracy", "eval/accuracy"))],
-    "ppo": [("reward", ("reward", "eval/reward")), ("KL to the reference", ("kl",))],
+    "ppo": [("reward", ("reward", "reward/model")), ("KL to the reference", ("kl_sum_seq",))],
     "dpo": [("loss", ("loss", "eval/loss")), ("accuracy", ("accuracy", "eval/accuracy"))],
 }
 SAMPLE_IMAGES = 3

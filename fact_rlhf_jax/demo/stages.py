@@ -1,8 +1,5 @@
-"""The demo's stages, in order. Reward models, PPO and DPO plug in as more entries of `stages()`:
-
-    Stage("rm_vanilla", "reward model (vanilla)", run=..., slot=("reward_models", "vanilla")),
-    Stage("ppo_vanilla", "PPO with the vanilla RM", run=...),
-    evaluation("rlhf", "ppo_vanilla", load=...),      # -> results.json models.rlhf
+"""The demo's stages, in order: world, caption pretraining, SFT, the two reward models (vanilla and
+factual), PPO with each, DPO, an evaluation of every policy, the report.
 
 Each `run(ctx, workdir)` returns the stage's result (JSON-able) and is called only while the stage is not
 done; training stages call `train.loop.run_training(config, workdir)`, which resumes from the stage's own
@@ -26,7 +23,7 @@ def write_world(ctx: Context, workdir: Path) -> dict[str, Any]:
 
     s = ctx.settings
     world = write_demo_world(workdir, train_images=s.train_images, eval_images=s.eval_images,
-                             image_size=s.image_size, noise=s.noise, seed=s.seed, sft_eval_images=s.sft_eval_images)
+                             image_size=s.image_size, noise=s.noise, label_noise=s.label_noise, seed=s.seed, sft_eval_images=s.sft_eval_images)
     return world.info["counts"]
 
 
@@ -56,6 +53,53 @@ def sft_config(ctx: Context):
     from fact_rlhf_jax.demo import config
 
     return config.sft_config(ctx.world, ctx.settings, init_from=str(ctx.workdir("pretrain")))
+
+
+def rm_config(factual: bool):
+    def make(ctx: Context):
+        from fact_rlhf_jax.demo import config
+
+        return config.reward_config(ctx.world, ctx.settings, str(ctx.workdir("sft")), factual=factual)
+
+    return make
+
+
+def ppo_config(reward_stage: str):
+    def make(ctx: Context):
+        from fact_rlhf_jax.demo import config
+
+        return config.ppo_config(ctx.world, ctx.settings, str(ctx.workdir("sft")), str(ctx.workdir(reward_stage)))
+
+    return make
+
+
+def dpo_config(ctx: Context):
+    from fact_rlhf_jax.demo import config
+
+    return config.dpo_config(ctx.world, ctx.settings, str(ctx.workdir("sft")))
+
+
+def reward_model(name: str, factual: bool) -> Stage:
+    """Stage `rm_<name>`: a reward model -> results.json reward_models.<name> = {"accuracy": held-out accuracy}."""
+    run_training = train(rm_config(factual))
+
+    def run(ctx: Context, workdir: Path) -> dict[str, Any]:
+        result = run_training(ctx, workdir)
+        evals = [m for m in _metrics(workdir) if "eval/accuracy" in m]
+        if not evals:
+            raise StageError(f"{workdir}/metrics.jsonl: no eval/accuracy (the held-out split is empty?)")
+        return {"accuracy": evals[-1]["eval/accuracy"], "steps": result["steps"],
+                "train_accuracy": result["last_metrics"].get("accuracy")}
+
+    kind = "Fact-RM (facts in the prompt)" if factual else "vanilla reward model (no facts)"
+    return Stage(f"rm_{name}", kind, run, slot=("reward_models", name))
+
+
+def _metrics(workdir: Path) -> list[dict[str, Any]]:
+    import json
+
+    path = workdir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def load_workdir_model(stage: str) -> Callable[[Context], Any]:
@@ -103,5 +147,13 @@ def stages() -> list[Stage]:
         Stage("pretrain", "caption pretraining of the demo model from scratch", train(pretrain_config)),
         Stage("sft", "SFT from the pretrained model", train(sft_config)),
         evaluation("sft", load_workdir_model("sft")),
+        reward_model("vanilla", factual=False),
+        reward_model("factual", factual=True),
+        Stage("ppo_vanilla", "PPO against the vanilla reward model (RLHF)", train(ppo_config("rm_vanilla"))),
+        evaluation("rlhf", load_workdir_model("ppo_vanilla")),
+        Stage("ppo_factual", "PPO against the Fact-RM (Fact-RLHF)", train(ppo_config("rm_factual"))),
+        evaluation("fact_rlhf", load_workdir_model("ppo_factual")),
+        Stage("dpo", "DPO on the preference pairs", train(dpo_config)),
+        evaluation("dpo", load_workdir_model("dpo")),
         report(stages),
     ]

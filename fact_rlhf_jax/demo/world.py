@@ -41,7 +41,7 @@ class World:
 
 
 def write_demo_world(root: str | Path, *, train_images: int, eval_images: int, image_size: int, noise: float,
-                     seed: int = 0, sft_eval_images: int = 0) -> World:
+                     label_noise: float = 0.0, seed: int = 0, sft_eval_images: int = 0) -> World:
     """Writes the world and the caption / SFT splits; the records of the last `sft_eval_images` training
     images are held out."""
     from fact_rlhf_jax.shapesworld import write_world
@@ -49,7 +49,7 @@ def write_demo_world(root: str | Path, *, train_images: int, eval_images: int, i
 
     world = World(Path(root))
     paths = write_world(world.root, num_images=train_images, num_eval_images=eval_images, seed=seed, noise=noise,
-                        image_size=image_size)
+                        label_noise=label_noise, image_size=image_size)
     held = {image_file(i) for i in range(max(0, train_images - sft_eval_images), train_images)}
     for key, train, held_out in (("sft", world.sft_train, world.sft_eval),
                                  ("pretrain", world.pretrain_train, world.pretrain_eval)):

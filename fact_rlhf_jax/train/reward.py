@@ -48,6 +48,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.trainable = ("lora/.*", "head/.*")
     c.data = ml_collections.ConfigDict(dict(
         train=[], eval=[], captions="", tokenizer="", template="vicuna_v1", max_text_length=2048,
+        length_buckets=None,  # padded lengths of a batch (the shortest that fits); None: powers of two
         eval_size=500, split_seed=42, strict=False, read_threads=4, pad_to_square=True,
         shapesworld=dict(num_images=0, seed=0, noise=0.0, image_size=56, label_noise=0.0),
         sft_overrides={},  # dotted SFT config keys -> values for the tiny SFT model prepared in the workdir
@@ -197,7 +198,8 @@ class RewardStage(PairDataStage):
             global_batch_size=batch_size * process_count, seed=seed, rows=rows, shuffle=shuffle,
             num_epochs=num_epochs, strict=bool(data.strict), process_index=process_index,
             process_count=process_count, pad_to_square=bool(data.pad_to_square),
-            read_threads=int(data.read_threads), pad_final_batch=pad_final_batch)
+            read_threads=int(data.read_threads), pad_final_batch=pad_final_batch,
+            length_buckets=None if data.get("length_buckets") is None else tuple(data.length_buckets))
 
 
 def build_stage(config, workdir):

@@ -14,35 +14,42 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
     root = tmp_path / "demo"
     assert main(["demo", "--workdir", str(root), "--smoke"]) == 0
     first = capsys.readouterr().out
-    assert "[3/5] sft: SFT from the pretrained model: done in" in first
+    assert "[3/13] sft: SFT from the pretrained model: done in" in first
 
     results = json.loads((root / "results.json").read_text())
     assert set(results) == {"models", "reward_models", "seconds"}
-    assert set(results["models"]) == {"sft"} and results["reward_models"] == {}
-    sft = results["models"]["sft"]
-    assert set(sft) == {*METRICS, *(f"{m}_ci" for m in METRICS), "mean_length", "n"}
-    for m in METRICS:
-        lo, hi = sft[f"{m}_ci"]
-        top = 6.0 if m == "mmhal_score" else 1.0
-        assert 0.0 <= lo <= hi <= top, m
-    assert all(0.0 <= sft[m] <= 1.0 for m in RATES)
-    assert sft["n"] == 16 and results["seconds"] > 0
+    assert set(results["models"]) == {"sft", "rlhf", "fact_rlhf", "dpo"}
+    for name, model in results["models"].items():
+        assert set(model) == {*METRICS, *(f"{m}_ci" for m in METRICS), "mean_length", "n"}, name
+        for m in METRICS:
+            lo, hi = model[f"{m}_ci"]
+            top = 6.0 if m == "mmhal_score" else 1.0
+            assert 0.0 <= lo <= hi <= top, (name, m)
+        assert all(0.0 <= model[m] <= 1.0 for m in RATES), name
+        assert model["n"] == 16
+    assert set(results["reward_models"]) == {"vanilla", "factual"}
+    assert all(0.0 <= rm["accuracy"] <= 1.0 for rm in results["reward_models"].values())
+    assert results["seconds"] > 0
 
     md = (root / "results.md").read_text()
     assert "| sft |" in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert "figures/results.png" in links and "figures/training_curves.png" in links
-    assert "pretrain: loss" in _curve_titles(root) and "sft: loss" in _curve_titles(root)
+    titles = _curve_titles(root)
+    for title in ("pretrain: loss", "sft: loss", "rm_vanilla: accuracy", "rm_factual: accuracy", "ppo_factual: reward",
+                  "ppo_vanilla: KL to the reference", "dpo: accuracy"):
+        assert title in titles, (title, titles)
     assert sum(l.startswith("figures/samples/") for l in links) == 3
     assert all((root / link).is_file() for link in links)
 
-    finished = ("world", "pretrain", "sft", "eval_sft")
+    finished = ("world", "pretrain", "sft", "eval_sft", "rm_vanilla", "rm_factual", "ppo_vanilla", "eval_rlhf",
+                "ppo_factual", "eval_fact_rlhf", "dpo", "eval_dpo")
     done = {s: (root / s / "done.json").stat().st_mtime_ns for s in finished}
     checkpoints = sorted(p.name for p in (root / "sft" / "checkpoints").iterdir())
     assert main(["demo", "--workdir", str(root), "--smoke"]) == 0
     second = capsys.readouterr().out
     for i, stage in enumerate(finished, 1):
-        assert f"[{i}/5] {stage}: " in second and "finished earlier" in second.splitlines()[i - 1]
+        assert f"[{i}/13] {stage}: " in second and "finished earlier" in second.splitlines()[i - 1]
     assert {s: (root / s / "done.json").stat().st_mtime_ns for s in done} == done
     assert sorted(p.name for p in (root / "sft" / "checkpoints").iterdir()) == checkpoints
     assert json.loads((root / "results.json").read_text()) == results

@@ -23,4 +23,5 @@ def test_notebook_runs(path, tmp_path):
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert "loss by step" in proc.stdout and "chair_i" in proc.stdout
+    assert "hallucination_rate" in proc.stdout and "reward model factual" in proc.stdout
+    assert "training_curves.png" in proc.stdout

@@ -46,7 +46,9 @@ class DemoSettings:
     sft_eval_images: int  # training images held out of pretraining and SFT (the SFT eval loss)
     image_size: int
     noise: float  # share of SFT descriptions that mention an object not in the image
-    # the two training stages (captions with the plain template, then SFT)
+    # the three training stages of the SFT model: the vision tower on caption tags, captions with the plain
+    # template (vision frozen), then SFT (everything trains)
+    vision: Schedule
     pretrain: Schedule
     sft: Schedule
     # RLHF: both reward models (vanilla and factual) train with `reward`, PPO runs twice with `ppo`, DPO on the
@@ -66,7 +68,8 @@ class DemoSettings:
 
 
 FULL = DemoSettings(
-    train_images=2000, eval_images=200, sft_eval_images=50, image_size=48, noise=0.2,
+    train_images=4000, eval_images=200, sft_eval_images=50, image_size=48, noise=0.2,
+    vision=Schedule(steps=2000, batch=64, lr=1e-3, warmup=50, max_text_length=0),
     pretrain=Schedule(steps=800, batch=32, lr=3e-3, warmup=30, max_text_length=48),
     sft=Schedule(steps=400, batch=16, lr=3e-3, warmup=20, max_text_length=128),
     reward=Schedule(steps=100, batch=16, lr=2e-3, warmup=5, max_text_length=512),
@@ -75,6 +78,7 @@ FULL = DemoSettings(
 )
 SMOKE = DemoSettings(
     train_images=64, eval_images=16, sft_eval_images=8, image_size=48, noise=0.2,
+    vision=Schedule(steps=4, batch=8, lr=1e-3, warmup=1, max_text_length=0),
     pretrain=Schedule(steps=6, batch=8, lr=3e-3, warmup=1, max_text_length=48),
     sft=Schedule(steps=8, batch=8, lr=3e-3, warmup=1, max_text_length=128),
     reward=Schedule(steps=3, batch=4, lr=2e-3, warmup=1, max_text_length=512),
@@ -126,10 +130,29 @@ def _training_config(world: World, s: DemoSettings, schedule: Schedule) -> ml_co
     return c
 
 
-def pretrain_config(world: World, s: DemoSettings) -> ml_collections.ConfigDict:
+def vision_config(world: World, s: DemoSettings) -> ml_collections.ConfigDict:
+    """The vision tower from scratch on the colour-shape names of each training image's captions
+    (`demo/vision_stage.py`); the images held out of SFT are held out here too (`eval/precision`, `eval/recall`)."""
+    from fact_rlhf_jax.demo import vision_stage
+    from fact_rlhf_jax.shapesworld.writer import image_file
+
+    c = _training_config(world, s, s.vision)
+    c.stage = "fact_rlhf_jax.demo.vision_stage"
+    c.trainable = vision_stage.TRAINABLE
+    c.data.captions = str(world.path("captions"))
+    c.data.images = str(world.path("images"))
+    c.data.held_out = [image_file(i) for i in range(s.train_images - s.sft_eval_images, s.train_images)]
+    c.optim.clip_norm = 1.0
+    return c
+
+
+def pretrain_config(world: World, s: DemoSettings, init_from: str = "") -> ml_collections.ConfigDict:
     """Stage 1 of LLaVA on the demo world: one caption per training image with the `plain` template
-    (`<image>caption`), so nearly every supervised token depends on the image."""
+    (`<image>caption`), so nearly every supervised token depends on the image; the vision tower of `init_from`
+    (the vision stage's workdir) stays frozen, as CLIP does in LLaVA."""
     c = _training_config(world, s, s.pretrain)
+    c.trainable = ("projector/.*", "llm/.*")
+    c.init.params_from = init_from
     c.data.train = [(str(world.pretrain_train), str(world.path("images")), 1.0)]
     c.data.eval = [(str(world.pretrain_eval), str(world.path("images")), 1.0)] if s.sft_eval_images else []
     c.data.template = "plain"
@@ -186,6 +209,8 @@ def ppo_config(world: World, s: DemoSettings, sft_dir: str, reward_dir: str) -> 
     c.ppo.noptepochs = p.epochs
     c.ppo.max_new_tokens = p.max_new_tokens
     c.ppo.kl_coef = p.kl_coef
+    # rewards unscaled: x10 (the reference) makes the fresh value head's loss dominate the shared gradient clip
+    c.ppo.reward_scale = 1.0
     c.ppo.save_rollouts_every = max(1, p.steps // 3)
     c.lora.rank = p.rank
     c.lora.alpha = float(p.rank)

@@ -31,6 +31,8 @@ LABELS = {
 }
 # training stage kind (config.json "stage") -> panels [(title, metrics.jsonl keys drawn in it)]
 CURVES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    "fact_rlhf_jax.demo.vision_stage": [("tag loss", ("loss", "eval/loss")),
+                                        ("tag recall", ("recall", "eval/recall"))],
     "sft": [("loss", ("loss", "eval/loss"))],
     "reward": [("accuracy", ("accuracy", "eval/accuracy"))],
     "ppo": [("reward", ("reward", "reward/model")), ("KL to the reference", ("kl_sum_seq",))],

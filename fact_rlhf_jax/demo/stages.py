@@ -43,10 +43,16 @@ def train(make_config: Callable[[Context], Any]) -> Callable[[Context, Path], di
     return run
 
 
+def vision_config(ctx: Context):
+    from fact_rlhf_jax.demo import config
+
+    return config.vision_config(ctx.world, ctx.settings)
+
+
 def pretrain_config(ctx: Context):
     from fact_rlhf_jax.demo import config
 
-    return config.pretrain_config(ctx.world, ctx.settings)
+    return config.pretrain_config(ctx.world, ctx.settings, init_from=str(ctx.workdir("vision")))
 
 
 def sft_config(ctx: Context):
@@ -144,7 +150,8 @@ def report(stage_list: Callable[[], list[Stage]]) -> Stage:
 def stages() -> list[Stage]:
     return [
         Stage("world", "write the ShapesWorld", write_world),
-        Stage("pretrain", "caption pretraining of the demo model from scratch", train(pretrain_config)),
+        Stage("vision", "vision tower from scratch on the objects its captions name", train(vision_config)),
+        Stage("pretrain", "caption pretraining (projector and LLM from scratch)", train(pretrain_config)),
         Stage("sft", "SFT from the pretrained model", train(sft_config)),
         evaluation("sft", load_workdir_model("sft")),
         reward_model("vanilla", factual=False),

@@ -14,7 +14,7 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
     root = tmp_path / "demo"
     assert main(["demo", "--workdir", str(root), "--smoke"]) == 0
     first = capsys.readouterr().out
-    assert "[3/13] sft: SFT from the pretrained model: done in" in first
+    assert "[4/14] sft: SFT from the pretrained model: done in" in first
 
     results = json.loads((root / "results.json").read_text())
     assert set(results) == {"models", "reward_models", "seconds"}
@@ -36,20 +36,20 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert "figures/results.png" in links and "figures/training_curves.png" in links
     titles = _curve_titles(root)
-    for title in ("pretrain: loss", "sft: loss", "rm_vanilla: accuracy", "rm_factual: accuracy", "ppo_factual: reward",
+    for title in ("vision: tag loss", "pretrain: loss", "sft: loss", "rm_vanilla: accuracy", "rm_factual: accuracy", "ppo_factual: reward",
                   "ppo_vanilla: KL to the reference", "dpo: accuracy"):
         assert title in titles, (title, titles)
     assert sum(l.startswith("figures/samples/") for l in links) == 3
     assert all((root / link).is_file() for link in links)
 
-    finished = ("world", "pretrain", "sft", "eval_sft", "rm_vanilla", "rm_factual", "ppo_vanilla", "eval_rlhf",
+    finished = ("world", "vision", "pretrain", "sft", "eval_sft", "rm_vanilla", "rm_factual", "ppo_vanilla", "eval_rlhf",
                 "ppo_factual", "eval_fact_rlhf", "dpo", "eval_dpo")
     done = {s: (root / s / "done.json").stat().st_mtime_ns for s in finished}
     checkpoints = sorted(p.name for p in (root / "sft" / "checkpoints").iterdir())
     assert main(["demo", "--workdir", str(root), "--smoke"]) == 0
     second = capsys.readouterr().out
     for i, stage in enumerate(finished, 1):
-        assert f"[{i}/13] {stage}: " in second and "finished earlier" in second.splitlines()[i - 1]
+        assert f"[{i}/14] {stage}: " in second and "finished earlier" in second.splitlines()[i - 1]
     assert {s: (root / s / "done.json").stat().st_mtime_ns for s in done} == done
     assert sorted(p.name for p in (root / "sft" / "checkpoints").iterdir()) == checkpoints
     assert json.loads((root / "results.json").read_text()) == results

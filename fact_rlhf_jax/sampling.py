@@ -108,8 +108,12 @@ def sample_tokens(params, lora, input_ids, attention_mask, pixel_values, rng, te
     n = max_new_tokens
     s = p + n
     dtype = jnp.dtype(cfg.compute_dtype)
-    llm_lora = None if lora is None else lora.get("llm")
-    decode = functools.partial(llama.decode, params["llm"], cfg.text, lora=llm_lora, lora_scale=lora_scale,
+    llm, llm_lora = params["llm"], None if lora is None else lora.get("llm")
+    # Per-layer weights, sliced once here rather than in every decode step (see `llama.decode`).
+    llm = {**llm, "layers": llama.unstack_layers(llm["layers"], cfg.text.num_layers)}
+    if llm_lora is not None:
+        llm_lora = {**llm_lora, "layers": llama.unstack_layers(llm_lora["layers"], cfg.text.num_layers)}
+    decode = functools.partial(llama.decode, llm, cfg.text, lora=llm_lora, lora_scale=lora_scale,
                                attention_impl=cfg.attention_impl)
 
     # Prefill: the whole (left-padded) prompt at cache slots [0, p).

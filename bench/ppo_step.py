@@ -104,6 +104,7 @@ def ppo_config(args):
     c.ppo.save_rollouts_every = 0
     c.lora.rank, c.lora.alpha = args.lora_rank, float(args.lora_rank)
     c.grad_accum = 1
+    c.optim.warmup_steps = 0  # the first step updates (a warm-up would start at learning rate 0)
     return c
 
 
@@ -133,8 +134,8 @@ def make_batch(cfg: LlavaConfig, batch: int, instruction: int, seed: int) -> dic
 
 
 class JaxSide:
-    def __init__(self, stage: InMemoryPPOStage, config, batch: dict):
-        mesh = shd.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+    def __init__(self, stage: InMemoryPPOStage, config, batch: dict, devices=None):
+        mesh = shd.make_mesh({"data": 1, "fsdp": -1, "tensor": 1}, devices)
         rules = shd.Rules.create()
         optimizer, schedule = make_optimizer(config.optim, 100, updates_per_step=stage.updates_per_step)
         frozen = stage.frozen_params(mesh, rules)

@@ -73,8 +73,9 @@ def embed_tokens(params: dict, input_ids: jax.Array, dtype) -> jax.Array:
 
 
 def _layer(cfg: TextConfig, x, positions_cos_sin, mask, p, lora, lora_scale, cache_kv, cache_index, impl):
-    """One decoder block. With `cache_kv` = this layer's (ck, cv) [B, KVH, S, Dh], the new keys and values are
-    written at cache slots [cache_index, cache_index + T) and attention reads the whole cache."""
+    """One decoder block -> (x, kv). With `cache_kv` = this layer's (ck, cv) [B, KVH, S, Dh], the new keys and
+    values are written at cache slots [cache_index, cache_index + T), attention reads the whole cache and kv is
+    the updated (ck, cv); without, kv is this block's own (k, v) [B, T, KVH, Dh]."""
     cos, sin = positions_cos_sin
     a = p["attn"]
     la = (lora or {}).get("attn", {})
@@ -94,7 +95,7 @@ def _layer(cfg: TextConfig, x, positions_cos_sin, mask, p, lora, lora_scale, cac
         attn = L.attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask, impl="xla" if impl == "splash" else impl,
                            kv_heads_first=True)
     else:
-        new_cache = None
+        new_cache = (k, v)
         attn = L.attention(q, k, v, mask, impl=impl)
     x = x + L.dense(attn, a["o"], n_in=2, lora=la.get("o"), lora_scale=lora_scale)
     x = L.constrain(x, ("batch", None, "act_embed"))
@@ -124,17 +125,13 @@ def decode(params: dict, cfg: TextConfig, x: jax.Array, positions: jax.Array, ma
     With a cache the layers are unrolled, and `params["layers"]` (and `lora["layers"]`) may be the lists
     `unstack_layers` makes: the sampler unstacks once per call, because XLA:CPU copies a stacked weight's
     slice into a new buffer wherever a matmul reads it, which inside the decode loop meant every step.
+    A prompt is best filled in with `prefill` (the layer scan; unrolling it too would double compile time).
     """
     cos_sin = L.rope_cos_sin(positions, cfg.dim_per_head, cfg.rope_theta)
     layer_lora = None if lora is None else lora.get("layers")
 
     if cache is None:
-        def step(h, xs):
-            p, lp = xs
-            h, _ = _layer(cfg, h, cos_sin, mask, p, lp, lora_scale, None, 0, attention_impl)
-            return h, None
-
-        h, _ = jax.lax.scan(L.maybe_remat(step, remat), x, (params["layers"], layer_lora))
+        h, _ = _scan_layers(params, cfg, x, cos_sin, mask, layer_lora, lora_scale, remat, attention_impl, False)
         new_cache = None
     else:
         # Unrolled, one cache buffer per layer, updated in place.
@@ -149,6 +146,33 @@ def decode(params: dict, cfg: TextConfig, x: jax.Array, positions: jax.Array, ma
         new_cache = KVCache(tuple(ks), tuple(vs))
     h = L.rms_norm(h, params["norm"], cfg.rms_norm_eps)
     return h, new_cache
+
+
+def _scan_layers(params, cfg, x, cos_sin, mask, layer_lora, lora_scale, remat, impl, keep_kv: bool):
+    """The stacked layers under `lax.scan` -> (h, (k, v) [layers, B, T, KVH, Dh] if keep_kv else None)."""
+    def step(h, xs):
+        p, lp = xs
+        h, kv = _layer(cfg, h, cos_sin, mask, p, lp, lora_scale, None, 0, impl)
+        return h, kv if keep_kv else None
+
+    return jax.lax.scan(L.maybe_remat(step, remat), x, (params["layers"], layer_lora))
+
+
+def prefill(params: dict, cfg: TextConfig, x: jax.Array, positions: jax.Array, mask: jax.Array, cache_len: int, *,
+            lora: dict | None = None, lora_scale: float = 1.0, attention_impl: str = "xla", dtype=jnp.float32):
+    """The decoder over a whole prompt (stacked layers, scanned) that also returns a fresh KV cache of
+    `cache_len` slots holding the prompt's keys and values at slots [0, T).
+
+    x [B, T, D], positions [B, T], mask bool [B, T, T] -> (hidden [B, T, D] after the final norm, KVCache).
+    """
+    cos_sin = L.rope_cos_sin(positions, cfg.dim_per_head, cfg.rope_theta)
+    layer_lora = None if lora is None else lora.get("layers")
+    h, (ks, vs) = _scan_layers(params, cfg, x, cos_sin, mask, layer_lora, lora_scale, "none", attention_impl, True)
+    cache = init_cache(cfg, x.shape[0], cache_len, dtype)
+    write = lambda c, new: jax.lax.dynamic_update_slice(c, jnp.swapaxes(new, 1, 2).astype(c.dtype), (0, 0, 0, 0))
+    cache = KVCache(tuple(write(c, ks[i]) for i, c in enumerate(cache.k)),
+                    tuple(write(c, vs[i]) for i, c in enumerate(cache.v)))
+    return L.rms_norm(h, params["norm"], cfg.rms_norm_eps), cache
 
 
 def lm_logits(params: dict, hidden: jax.Array) -> jax.Array:

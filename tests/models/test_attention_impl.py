@@ -35,11 +35,19 @@ def test_dot_product_equals_the_einsum_path():
                                    atol=2e-6, rtol=1e-5)
 
 
-def test_splash_kernel_in_the_interpreter_equals_the_einsum_path_on_real_rows():
+def test_splash_kernel_in_the_interpreter_equals_the_einsum_path_on_real_rows_forward_and_backward():
     q, k, v, mask, real = _left_padded(t=150)  # 150 keys: two 128-blocks, the second padded
     want = np.asarray(L.attention(q, k, v, mask))
     got = np.asarray(L.splash_attention(q, k, v, mask, interpret=True))
     np.testing.assert_allclose(got[real], want[real], atol=2e-6, rtol=1e-5)
+    # and its backward pass (training), through a loss on the real rows
+    q, k, v, mask, real = _left_padded(t=40, seed=1)
+    w = jnp.asarray(np.random.default_rng(2).normal(size=q.shape), jnp.float32)
+    loss = lambda fn: lambda q, k, v: jnp.sum(jnp.where(real[:, :, None, None], fn(q, k, v) * w, 0.0))
+    want = jax.grad(loss(lambda q, k, v: L.attention(q, k, v, mask)), argnums=(0, 1, 2))(q, k, v)
+    got = jax.grad(loss(lambda q, k, v: L.splash_attention(q, k, v, mask, interpret=True)), argnums=(0, 1, 2))(q, k, v)
+    for g, e in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("impl,backend", [("cudnn", "GPU"), ("splash", "TPU")])
@@ -71,3 +79,25 @@ def test_model_forward_and_greedy_sampling_with_dot_product_equal_the_default():
     b = sampling.generate(params, alt, ids, am, px, max_new_tokens=6, eos_id=-1)
     np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
     np.testing.assert_allclose(np.asarray(a.logprobs), np.asarray(b.logprobs), atol=1e-5)
+
+
+def test_model_with_splash_in_the_interpreter_equals_the_default(monkeypatch):
+    """The model-level wiring of "splash" (mask -> segment ids, GQA, the sampler's prefill through the kernel and
+    its cached steps through the einsum path), with the kernel interpreted so that it runs on CPU."""
+    monkeypatch.setattr(L, "_IMPL_BACKEND", {"cudnn": "gpu"})
+    kernel = L.splash_attention
+    monkeypatch.setattr(L, "splash_attention", lambda *a, **kw: kernel(*a, interpret=True, **kw))
+    cfg = mcfg.preset("tiny")
+    alt = cfg.replace(attention_impl="splash")
+    params = llava.init(cfg, jax.random.key(2))
+    rng = np.random.default_rng(3)
+    rows = [[1] + [cfg.image_token_id] * cfg.num_image_tokens + list(rng.integers(3, 200, size=n)) for n in (5, 11)]
+    ids, am = sampling.left_pad_prompts(rows, pad_id=0)
+    px = rng.normal(size=(2, 3, cfg.vision.image_size, cfg.vision.image_size)).astype(np.float32)
+    real = am.astype(bool)
+    want = np.asarray(llava.forward(params, cfg, ids, px, am).logits)[real]
+    np.testing.assert_allclose(np.asarray(llava.forward(params, alt, ids, px, am).logits)[real], want, atol=1e-5,
+                               rtol=1e-5)
+    a = sampling.generate(params, cfg, ids, am, px, max_new_tokens=4, eos_id=-1)
+    b = sampling.generate(params, alt, ids, am, px, max_new_tokens=4, eos_id=-1)
+    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))

@@ -63,22 +63,27 @@ def test_unknown_impl_is_rejected():
         L.attention(q, k, v, mask, impl="flash")
 
 
-def test_model_forward_and_greedy_sampling_with_dot_product_equal_the_default():
+def _assert_model_and_sampler_match_the_default(impl: str, seed: int):
+    """tiny LLaVA with `attention_impl=impl`: logits on real positions and greedy tokens equal the default's."""
     cfg = mcfg.preset("tiny")
-    alt = cfg.replace(attention_impl="dot_product")
-    params = llava.init(cfg, jax.random.key(0))
-    rng = np.random.default_rng(1)
-    rows = [[1] + [cfg.image_token_id] * cfg.num_image_tokens + list(rng.integers(3, 200, size=n)) for n in (4, 9)]
+    alt = cfg.replace(attention_impl=impl)
+    params = llava.init(cfg, jax.random.key(seed))
+    rng = np.random.default_rng(seed)
+    rows = [[1] + [cfg.image_token_id] * cfg.num_image_tokens + list(rng.integers(3, 200, size=n)) for n in (4, 11)]
     ids, am = sampling.left_pad_prompts(rows, pad_id=0)
     px = rng.normal(size=(2, 3, cfg.vision.image_size, cfg.vision.image_size)).astype(np.float32)
-    want = llava.forward(params, cfg, ids, px, am).logits
-    got = llava.forward(params, alt, ids, px, am).logits
     real = am.astype(bool)
-    np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], atol=1e-5, rtol=1e-5)
-    a = sampling.generate(params, cfg, ids, am, px, max_new_tokens=6, eos_id=-1)
-    b = sampling.generate(params, alt, ids, am, px, max_new_tokens=6, eos_id=-1)
+    want = np.asarray(llava.forward(params, cfg, ids, px, am).logits)[real]
+    got = np.asarray(llava.forward(params, alt, ids, px, am).logits)[real]
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    a = sampling.generate(params, cfg, ids, am, px, max_new_tokens=5, eos_id=-1)
+    b = sampling.generate(params, alt, ids, am, px, max_new_tokens=5, eos_id=-1)
     np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
     np.testing.assert_allclose(np.asarray(a.logprobs), np.asarray(b.logprobs), atol=1e-5)
+
+
+def test_model_forward_and_greedy_sampling_with_dot_product_equal_the_default():
+    _assert_model_and_sampler_match_the_default("dot_product", seed=0)
 
 
 def test_model_with_splash_in_the_interpreter_equals_the_default(monkeypatch):
@@ -87,17 +92,4 @@ def test_model_with_splash_in_the_interpreter_equals_the_default(monkeypatch):
     monkeypatch.setattr(L, "_IMPL_BACKEND", {"cudnn": "gpu"})
     kernel = L.splash_attention
     monkeypatch.setattr(L, "splash_attention", lambda *a, **kw: kernel(*a, interpret=True, **kw))
-    cfg = mcfg.preset("tiny")
-    alt = cfg.replace(attention_impl="splash")
-    params = llava.init(cfg, jax.random.key(2))
-    rng = np.random.default_rng(3)
-    rows = [[1] + [cfg.image_token_id] * cfg.num_image_tokens + list(rng.integers(3, 200, size=n)) for n in (5, 11)]
-    ids, am = sampling.left_pad_prompts(rows, pad_id=0)
-    px = rng.normal(size=(2, 3, cfg.vision.image_size, cfg.vision.image_size)).astype(np.float32)
-    real = am.astype(bool)
-    want = np.asarray(llava.forward(params, cfg, ids, px, am).logits)[real]
-    np.testing.assert_allclose(np.asarray(llava.forward(params, alt, ids, px, am).logits)[real], want, atol=1e-5,
-                               rtol=1e-5)
-    a = sampling.generate(params, cfg, ids, am, px, max_new_tokens=4, eos_id=-1)
-    b = sampling.generate(params, alt, ids, am, px, max_new_tokens=4, eos_id=-1)
-    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+    _assert_model_and_sampler_match_the_default("splash", seed=2)

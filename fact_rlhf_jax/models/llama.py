@@ -1,9 +1,9 @@
 """LLaMA-style decoder (RMSNorm, rotate-half RoPE, SwiGLU, grouped-query attention) as pure functions.
 
-Layers are stacked on a leading `layers` axis and run under `lax.scan`. With a KV cache (`KVCache`: one
-[batch, kv_heads, cache_len, head_dim] array per layer for keys and one for values) the same code is the
-prefill and decode step of the sampler; those unroll the layers, so that each layer's cache is its own buffer
-that XLA updates in place.
+Layers are stacked on a leading `layers` axis and run under `lax.scan`. The sampler's KV cache (`KVCache`: one
+[batch, kv_heads, cache_len, head_dim] array per layer for keys and one for values) is filled by `prefill`
+(the same scan, keeping each layer's keys and values) and extended by `decode` with a cache, which unrolls the
+layers so that each layer's cache is its own buffer that XLA updates in place.
 """
 
 from __future__ import annotations

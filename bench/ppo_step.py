@@ -296,8 +296,12 @@ def phase_rooflines(cfg: LlavaConfig, args, prompt: int, trained: int, ceilings)
     scored.append(roofline.decoder_forward(t, b, rseq, (rseq + 1) / 2, logits_rows=0))  # reward
     scored.append(roofline.vision_forward(cfg, 4 * b))
     updates = args.epochs * (b // args.step_batch)
-    mb = roofline.train_forward_backward(cfg, args.step_batch, seq, trained=trained, base_trained=False)
-    update = [mb + mb] * updates  # policy and value per minibatch
+    # `trained`: both adapters and the value head, about half each
+    policy = roofline.train_forward_backward(cfg, args.step_batch, seq, trained=trained // 2, base_trained=False,
+                                             logits_rows=n)
+    value = roofline.train_forward_backward(cfg, args.step_batch, seq, trained=trained // 2, base_trained=False,
+                                            logits_rows=0)
+    update = [policy + value] * updates  # per minibatch
     out = {"rollout": roofline.roofline(rollout, ceilings), "scoring": roofline.roofline(scored, ceilings),
            "update": roofline.roofline(update, ceilings)}
     out["step"] = roofline.roofline(rollout + scored + update, ceilings)

@@ -126,7 +126,8 @@ def decoder_forward(t, rows: int, new: int, context: float, *, logits_rows: int 
     flops = 2 * w["layers"] * tokens + 4 * t.num_layers * tokens * context * t.num_heads * t.dim_per_head
     flops += 2 * w["lm_head"] * rows * logits
     kv = 2 * t.num_layers * rows * t.num_kv_heads * t.dim_per_head * cache_bytes
-    return Work(flops, weight_bytes * (w["layers"] + w["lm_head"]) + kv * (context if new < context else new))
+    weights = w["layers"] + (w["lm_head"] if logits else 0)
+    return Work(flops, weight_bytes * weights + kv * (context if new < context else new))
 
 
 def generate_phases(cfg, batch: int, prompt: int, new_tokens: int, *, images: bool = True) -> list[Work]:
@@ -140,13 +141,14 @@ def generate_phases(cfg, batch: int, prompt: int, new_tokens: int, *, images: bo
 
 
 def train_forward_backward(cfg, rows: int, seq: int, *, trained: int, base_trained: bool = True,
-                           weight_bytes: int = F32) -> Work:
+                           logits_rows: int | None = None, weight_bytes: int = F32) -> Work:
     """Forward + backward of the LLaVA decoder (plus a frozen vision forward) over rows x seq tokens, with
     `trained` trained parameters. FLOPs: the decoder forward x3 when the base weights are trained (activation
     and weight gradients), x2 when only small adapters are (LoRA: activation gradients only), and the frozen
-    vision forward. Bytes: weights read in both passes, the trained parameters' gradients written and read,
-    and AdamW reading params, gradients and two moments and writing params and moments."""
-    fwd = decoder_forward(cfg.text, rows, seq, (seq + 1) / 2)
+    vision forward; logits for `logits_rows` positions per row (default all; 0 for a value model). Bytes:
+    weights read in both passes, the trained parameters' gradients written and read, and AdamW reading params,
+    gradients and two moments and writing params and moments."""
+    fwd = decoder_forward(cfg.text, rows, seq, (seq + 1) / 2, logits_rows=logits_rows)
     w = decoder_params(cfg.text)
     moved = weight_bytes * 2 * (w["layers"] + w["lm_head"]) + F32 * (2 + 7) * trained
     return Work((3 if base_trained else 2) * fwd.flops, moved) + vision_forward(cfg, rows)

@@ -5,8 +5,11 @@ batch: projector + LLM trained, CLIP frozen, AdamW, grad clipping 1.0, float32.
 
     python bench/sft_step.py --preset small --seq 512 --batch 8 --steps 5 --out bench_sft.json
 
-Reports step time, tokens/s and model FLOPs utilisation (MFU) against this machine's measured
-float32 matmul peak (the best of a few large `jnp.dot`s). Model FLOPs per step:
+Reports step time, tokens/s, model FLOPs utilisation (MFU) against this machine's measured float32 matmul
+peak (the best of a few 2048^3 `jnp.dot`s), the roofline time of the step (`bench/roofline.py`: max(FLOPs /
+peak, bytes / bandwidth) with the causal-attention FLOP count) and measured / roofline for both sides, the
+peak memory of the compiled JAX step (`compiled.memory_analysis()`) and the load average. Model FLOPs per
+step for MFU (the usual convention, full-square attention):
   trained matmuls (LLM without the embedding gather, LM head, projector): 6 * params * tokens
   decoder attention scores and values: 12 * layers * T^2 * D per sequence (full square, fwd + bwd)
   frozen CLIP: forward only, 2 * params * patches + 4 * layers * P^2 * Dv per image
@@ -15,9 +18,7 @@ float32 matmul peak (the best of a few large `jnp.dot`s). Model FLOPs per step:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,22 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """Best float32 FLOP/s of an n x n x n matmul under jit."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-    f = jax.jit(lambda x, y: x @ y)
-    f(a, b).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
+from bench import common, roofline  # noqa: E402
 
 
 def model_flops(cfg, batch: int, seq: int) -> float:
@@ -73,7 +61,7 @@ def make_batch(cfg, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray
 
 
 def build_jax(cfg, batch_np):
-    """Returns (run_step() -> loss, initial params)."""
+    """Returns (run_step() -> loss, initial params, memory of the compiled step)."""
     from fact_rlhf_jax import sharding as shd
     from fact_rlhf_jax.models import llava
     from fact_rlhf_jax.train import optim
@@ -108,12 +96,13 @@ def build_jax(cfg, batch_np):
     step = jit_train_step(make_train_step(stage.loss, opt, schedule, mask, mesh=mesh, rules=rules), shardings,
                           jax.tree.map(lambda x: x.sharding, gbatch), mesh)
     holder = {"state": state}
+    memory = common.compiled_memory(step, state, gbatch)
 
     def run_step():
         holder["state"], metrics = step(holder["state"], gbatch)
         return float(jax.block_until_ready(metrics)["loss"])
 
-    return run_step, params0
+    return run_step, params0, memory
 
 
 def build_torch(cfg, params0, batch_np):
@@ -164,16 +153,19 @@ def time_interleaved(runners: dict, steps: int, warmup: int) -> dict:
             t = time.perf_counter()
             run()
             out[name]["step_times_s"].append(time.perf_counter() - t)
+            out[name].setdefault("load_avg", []).append(os.getloadavg())
     return out
 
 
-def summarise(name, res, tokens, flops, peak):
+def summarise(name, res, tokens, flops, peak, roof):
     best = min(res["step_times_s"])
     med = float(np.median(res["step_times_s"]))
     res.update(median_step_s=med, best_step_s=best, tokens_per_s=tokens / med, tflops=flops / med / 1e12,
-               mfu=flops / med / peak)
+               mfu=flops / med / peak, roofline=roofline.against(med, roof))
     print(f"{name:>6}: median step {med:.3f} s (best {best:.3f}), {tokens / med:,.0f} tokens/s, "
-          f"{flops / med / 1e9:,.1f} GFLOP/s, MFU {100 * flops / med / peak:.1f}%, first loss {res['first_loss']:.4f}")
+          f"{flops / med / 1e9:,.1f} GFLOP/s, MFU {100 * flops / med / peak:.1f}%, roofline {roof['seconds']:.3f} s "
+          f"({100 * roof['seconds'] / med:.1f}% of it), first loss {res['first_loss']:.4f}, "
+          f"load {res['load_avg'][-1]}")
 
 
 def main():
@@ -196,25 +188,30 @@ def main():
     batch = make_batch(cfg, args.batch, args.seq)
     tokens = args.batch * args.seq
     flops = model_flops(cfg, args.batch, args.seq)
-    peak = measure_matmul_peak()
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
-               "devices": [str(d) for d in jax.devices()]}
+    ceilings = roofline.measure()
+    peak = ceilings.peak_flops
+    machine = {**common.machine(), "ceilings": ceilings.to_dict()}
     print(f"machine: {machine}")
     print(f"model {args.preset}: {cfg.text.num_layers} layers x {cfg.text.hidden_size}, vocab {cfg.text.vocab_size}, "
           f"ViT {cfg.vision.num_layers} x {cfg.vision.hidden_size} @ {cfg.vision.image_size}px "
           f"({cfg.num_image_tokens} image tokens); batch {args.batch} x {args.seq} tokens")
-    print(f"model FLOPs per step {flops / 1e12:.3f} TFLOP; measured f32 matmul peak {peak / 1e9:,.1f} GFLOP/s")
+    print(f"model FLOPs per step {flops / 1e12:.3f} TFLOP; measured f32 matmul peak {peak / 1e9:,.1f} GFLOP/s, "
+          f"memory bandwidth {ceilings.bandwidth / 1e9:.1f} GB/s (load {ceilings.load_avg})")
 
     results = {"machine": machine, "config": vars(args), "model_flops_per_step": flops, "matmul_peak_flops": peak}
-    jax_step, params0 = build_jax(cfg, batch)
+    jax_step, params0, memory = build_jax(cfg, batch)
+    trained = sum(x.size for k in ("projector", "llm") for x in jax.tree.leaves(params0[k]))
+    roof = roofline.roofline([roofline.train_forward_backward(cfg, args.batch, args.seq, trained=trained)], ceilings)
+    results.update(roofline=roof, jax_step_memory=memory)
+    print(f"roofline of the step {roof['seconds']:.3f} s; compiled JAX step: peak {common.human_bytes(memory['peak'])}, "
+          f"temporaries {common.human_bytes(memory['temp'])}")
     runners = {"jax": jax_step}
     torch_info = {}
     if not args.skip_torch:
         runners["torch"], torch_info = build_torch(cfg, params0, batch)
     timed = time_interleaved(runners, args.steps, args.warmup)
     for name, res in timed.items():
-        summarise(name, res, tokens, flops, peak)
+        summarise(name, res, tokens, flops, peak, roof)
         results[name] = res
     if "torch" in timed:
         results["torch"].update(torch_info)
@@ -222,7 +219,7 @@ def main():
         print(f"jax / torch speed: {results['speedup_jax_over_torch']:.2f}x; first-step loss jax "
               f"{timed['jax']['first_loss']:.5f} vs torch {timed['torch']['first_loss']:.5f}")
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        common.write_json(args.out, results)
 
 
 if __name__ == "__main__":

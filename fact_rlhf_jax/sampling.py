@@ -108,17 +108,21 @@ def sample_tokens(params, lora, input_ids, attention_mask, pixel_values, rng, te
     n = max_new_tokens
     s = p + n
     dtype = jnp.dtype(cfg.compute_dtype)
-    llm_lora = None if lora is None else lora.get("llm")
-    decode = functools.partial(llama.decode, params["llm"], cfg.text, lora=llm_lora, lora_scale=lora_scale,
-                               attention_impl=cfg.attention_impl)
+    llm, llm_lora = params["llm"], None if lora is None else lora.get("llm")
 
-    # Prefill: the whole (left-padded) prompt at cache slots [0, p).
-    cache = llama.init_cache(cfg.text, b, s, dtype)
+    # Prefill: the whole (left-padded) prompt, its keys and values at cache slots [0, p).
     kv_valid = jnp.concatenate([attention_mask > 0, jnp.zeros((b, n), bool)], axis=1)  # [B, S]
     positions = llama.positions_from_mask(attention_mask)
-    prefill_mask = jnp.tril(jnp.ones((p, s), bool), k=0)[None] & kv_valid[:, None, :]
     x = llava.embed_inputs(params, cfg, input_ids, pixel_values)
-    hidden, cache = decode(x, positions, prefill_mask, cache=cache, cache_index=0)
+    hidden, cache = llama.prefill(llm, cfg.text, x, positions, llama.causal_mask(attention_mask), s, lora=llm_lora,
+                                  lora_scale=lora_scale, attention_impl=cfg.attention_impl, dtype=dtype)
+
+    # Decode: per-layer weights, sliced once here rather than in every step (see `llama.decode`).
+    llm = {**llm, "layers": llama.unstack_layers(llm["layers"], cfg.text.num_layers)}
+    if llm_lora is not None:
+        llm_lora = {**llm_lora, "layers": llama.unstack_layers(llm_lora["layers"], cfg.text.num_layers)}
+    decode = functools.partial(llama.decode, llm, cfg.text, lora=llm_lora, lora_scale=lora_scale,
+                               attention_impl=cfg.attention_impl)
     logits = llama.lm_logits(params["llm"], hidden[:, -1:])[:, 0]
     next_pos = jnp.sum(attention_mask, axis=1).astype(jnp.int32)  # [B]: RoPE position of the first new token
 

@@ -67,7 +67,7 @@ class LlavaConfig:
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
     remat: str = "none"
-    attention_impl: str = "xla"  # passed to jax.nn.dot_product_attention ("xla", "cudnn")
+    attention_impl: str = "xla"  # "xla" (einsum), "dot_product", "cudnn" (GPU), "splash" (TPU): layers.attention
 
     @property
     def num_image_tokens(self) -> int:

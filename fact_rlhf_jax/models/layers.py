@@ -59,26 +59,90 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos + rotated * sin
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, impl: str = "xla") -> jax.Array:
+ATTENTION_IMPLS = ("xla", "dot_product", "cudnn", "splash")
+_IMPL_BACKEND = {"cudnn": "gpu", "splash": "tpu"}
+_JAX_IMPLEMENTATION = {"dot_product": "xla", "cudnn": "cudnn"}
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, impl: str = "xla",
+              kv_heads_first: bool = False) -> jax.Array:
     """Grouped-query attention.
 
-    q [B, T, H, Dh], k/v [B, S, KVH, Dh] with H a multiple of KVH, mask bool [B, T, S] (True = attend) or None.
-    Scores and softmax in float32. Returns [B, T, H, Dh]. Rows with no allowed key get uniform weights
-    (finite, never NaN); they only occur at padded query positions.
+    q [B, T, H, Dh], k/v [B, S, KVH, Dh] (with `kv_heads_first`: [B, KVH, S, Dh], the KV-cache layout) with H a
+    multiple of KVH, mask bool [B, T, S] (True = attend) or None. Returns [B, T, H, Dh].
+
+    impl (`LlavaConfig.attention_impl`):
+      "xla"          einsum scores, float32 softmax, einsum values; XLA fuses what it can. Rows with no
+                     allowed key get uniform weights (finite, never NaN); they only occur at padded queries.
+      "dot_product"  `jax.nn.dot_product_attention(implementation="xla")`, any backend.
+      "cudnn"        `jax.nn.dot_product_attention(implementation="cudnn")`: cuDNN's fused kernel, GPU only,
+                     float16/bfloat16 inputs.
+      "splash"       the Pallas TPU splash-attention kernel (`splash_attention` below), TPU only; it reads the
+                     mask as causal + key padding, the mask `llama.causal_mask` builds.
     """
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"attention_impl={impl!r}: expected one of {ATTENTION_IMPLS}")
+    needs = _IMPL_BACKEND.get(impl)
+    if needs is not None and jax.default_backend() != needs:
+        raise ValueError(f"attention_impl={impl!r} needs a {needs.upper()} backend; this process runs on "
+                         f"{jax.default_backend()!r}. Use 'xla' or 'dot_product' there.")
     if impl != "xla":
+        if kv_heads_first:
+            k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
+        if impl == "splash":
+            return splash_attention(q, k, v, mask)
         return jax.nn.dot_product_attention(
-            q, k, v, mask=None if mask is None else mask[:, None], implementation=impl
+            q, k, v, mask=None if mask is None else mask[:, None], implementation=_JAX_IMPLEMENTATION[impl]
         ).astype(q.dtype)
     b, t, h, d = q.shape
-    kvh = k.shape[2]
+    kvh = k.shape[1] if kv_heads_first else k.shape[2]
+    kv = "bksd" if kv_heads_first else "bskd"
     qg = q.reshape(b, t, kvh, h // kvh, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * (d ** -0.5)
+    scores = jnp.einsum(f"btkgd,{kv}->bkgts", qg, k, preferred_element_type=jnp.float32) * (d ** -0.5)
     if mask is not None:
         scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    out = jnp.einsum(f"bkgts,{kv}->btkgd", probs, v)
     return out.reshape(b, t, h, d)
+
+
+SPLASH_BLOCK = 128
+
+
+def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *,
+                     interpret: bool = False) -> jax.Array:
+    """Causal self-attention with key padding through the Pallas TPU splash kernel.
+
+    q [B, T, H, Dh], k/v [B, T, KVH, Dh]; mask bool [B, T, T] = causal & key-valid (or None: causal only).
+    Key validity becomes the kernel's segment ids (padding = segment 0, real tokens = 1), so rows of real
+    queries equal `attention(impl="xla")`; rows of padded queries differ (they attend to other padding) and
+    are never read. T is padded to a multiple of SPLASH_BLOCK. `interpret=True` runs the kernel in the Pallas
+    interpreter (any backend; how the tests check it on CPU).
+    """
+    from jax.experimental.pallas.ops.tpu import splash_attention as sa
+
+    b, t, h, d = q.shape
+    kvh = k.shape[2]
+    if k.shape[1] != t:
+        raise ValueError(f"splash attention is for self-attention: {t} queries but {k.shape[1]} keys")
+    groups = h // kvh
+    valid = jnp.ones((b, t), bool) if mask is None else jnp.any(mask, axis=1)
+    tp = -(-t // SPLASH_BLOCK) * SPLASH_BLOCK
+    pad = ((0, 0), (0, tp - t), (0, 0), (0, 0))
+    # [B, KVH, G, Tp, Dh] queries (pre-scaled: the kernel does not scale), [B, KVH, Tp, Dh] keys and values.
+    qg = jnp.pad(q * (d ** -0.5), pad).reshape(b, tp, kvh, groups, d).transpose(0, 2, 3, 1, 4)
+    kg, vg = (jnp.pad(x, pad).transpose(0, 2, 1, 3) for x in (k, v))
+    segments = jnp.pad(valid.astype(jnp.int32), ((0, 0), (0, tp - t)))
+    blocks = sa.BlockSizes(block_q=SPLASH_BLOCK, block_kv=SPLASH_BLOCK, block_kv_compute=SPLASH_BLOCK,
+                           block_q_dkv=SPLASH_BLOCK, block_kv_dkv=SPLASH_BLOCK,
+                           block_kv_dkv_compute=SPLASH_BLOCK, block_q_dq=SPLASH_BLOCK, block_kv_dq=SPLASH_BLOCK)
+    kernel = sa.make_splash_mqa_single_device(sa.MultiHeadMask([sa.CausalMask((tp, tp))] * groups),
+                                              block_sizes=blocks, interpret=interpret)
+    # One MQA kernel call per (row, KV head): its G query heads share that head's keys and values.
+    per_head = lambda qh, kh, vh, seg: kernel(qh, kh, vh, segment_ids=sa.SegmentIds(seg, seg))
+    per_row = lambda qr, kr, vr, seg: jax.vmap(per_head, in_axes=(0, 0, 0, None))(qr, kr, vr, seg)
+    out = jax.vmap(per_row)(qg, kg, vg, segments)  # [B, KVH, G, Tp, Dh]
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, tp, h, d)[:, :t].astype(q.dtype)
 
 
 def remat_policy(name: str):

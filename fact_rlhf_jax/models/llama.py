@@ -1,8 +1,9 @@
 """LLaMA-style decoder (RMSNorm, rotate-half RoPE, SwiGLU, grouped-query attention) as pure functions.
 
-Layers are stacked on a leading `layers` axis and run under `lax.scan`. An optional KV cache
-`{"k", "v"}: [layers, batch, cache_len, kv_heads, head_dim]` turns the same code into the prefill and
-decode steps of the sampler.
+Layers are stacked on a leading `layers` axis and run under `lax.scan`. The sampler's KV cache (`KVCache`: one
+[batch, kv_heads, cache_len, head_dim] array per layer for keys and one for values) is filled by `prefill`
+(the same scan, keeping each layer's keys and values) and extended by `decode` with a cache, which unrolls the
+layers so that each layer's cache is its own buffer that XLA updates in place.
 """
 
 from __future__ import annotations
@@ -48,13 +49,16 @@ def specs(cfg: TextConfig) -> dict[str, Any]:
 
 
 class KVCache(NamedTuple):
-    k: jax.Array  # [layers, batch, cache_len, kv_heads, head_dim]
-    v: jax.Array
+    # One [batch, kv_heads, cache_len, head_dim] array per layer: heads before slots is the layout both attention
+    # matmuls read without a transpose (with slots first, XLA transposed every layer's cache in every step).
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
 
 
 def init_cache(cfg: TextConfig, batch: int, length: int, dtype) -> KVCache:
-    shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.dim_per_head)
-    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+    shape = (batch, cfg.num_kv_heads, length, cfg.dim_per_head)
+    zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+    return KVCache(zeros(), zeros())
 
 
 def embed_tokens(params: dict, input_ids: jax.Array, dtype) -> jax.Array:
@@ -68,10 +72,10 @@ def embed_tokens(params: dict, input_ids: jax.Array, dtype) -> jax.Array:
     return L.constrain(jnp.take(table, ids, axis=0).astype(dtype), ("batch", None, "act_embed"))
 
 
-def _layer(cfg: TextConfig, x, positions_cos_sin, mask, p, lora, lora_scale, cache_kv, cache_index, layer_index,
-           impl):
-    """One decoder block. With `cache_kv` = the full (ck, cv) [layers, B, S, KVH, Dh], this layer's new keys and
-    values are written in place at (layer_index, :, cache_index) and attention reads that layer's slice."""
+def _layer(cfg: TextConfig, x, positions_cos_sin, mask, p, lora, lora_scale, cache_kv, cache_index, impl):
+    """One decoder block -> (x, kv). With `cache_kv` = this layer's (ck, cv) [B, KVH, S, Dh], the new keys and
+    values are written at cache slots [cache_index, cache_index + T), attention reads the whole cache and kv is
+    the updated (ck, cv); without, kv is this block's own (k, v) [B, T, KVH, Dh]."""
     cos, sin = positions_cos_sin
     a = p["attn"]
     la = (lora or {}).get("attn", {})
@@ -83,15 +87,16 @@ def _layer(cfg: TextConfig, x, positions_cos_sin, mask, p, lora, lora_scale, cac
     q = L.constrain(q, ("batch", None, "act_heads", None))
     if cache_kv is not None:
         ck, cv = cache_kv
-        at = (layer_index, 0, cache_index, 0, 0)
-        ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype)[None], at)
-        cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype)[None], at)
-        k = jax.lax.dynamic_index_in_dim(ck, layer_index, axis=0, keepdims=False).astype(q.dtype)
-        v = jax.lax.dynamic_index_in_dim(cv, layer_index, axis=0, keepdims=False).astype(q.dtype)
+        at = (0, 0, cache_index, 0)
+        ck = jax.lax.dynamic_update_slice(ck, jnp.swapaxes(k, 1, 2).astype(ck.dtype), at)
+        cv = jax.lax.dynamic_update_slice(cv, jnp.swapaxes(v, 1, 2).astype(cv.dtype), at)
         new_cache = (ck, cv)
+        # splash is a kernel for whole-sequence causal self-attention, not for reading a cache
+        attn = L.attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask, impl="xla" if impl == "splash" else impl,
+                           kv_heads_first=True)
     else:
-        new_cache = None
-    attn = L.attention(q, k, v, mask, impl=impl)
+        new_cache = (k, v)
+        attn = L.attention(q, k, v, mask, impl=impl)
     x = x + L.dense(attn, a["o"], n_in=2, lora=la.get("o"), lora_scale=lora_scale)
     x = L.constrain(x, ("batch", None, "act_embed"))
     h = L.rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
@@ -103,6 +108,11 @@ def _layer(cfg: TextConfig, x, positions_cos_sin, mask, p, lora, lora_scale, cac
     return L.constrain(x, ("batch", None, "act_embed")), new_cache
 
 
+def unstack_layers(tree: dict, num_layers: int) -> list[dict]:
+    """A stacked layer tree ({name: [layers, ...]}) -> one tree per layer, e.g. `params["layers"]` for `decode`."""
+    return [jax.tree.map(lambda a: a[i], tree) for i in range(num_layers)]
+
+
 def decode(params: dict, cfg: TextConfig, x: jax.Array, positions: jax.Array, mask: jax.Array, *,
            lora: dict | None = None, lora_scale: float = 1.0, cache: KVCache | None = None,
            cache_index: jax.Array | int = 0, remat: str = "none", attention_impl: str = "xla"):
@@ -111,32 +121,58 @@ def decode(params: dict, cfg: TextConfig, x: jax.Array, positions: jax.Array, ma
     x [B, T, D]; positions [B, T] (RoPE positions); mask bool [B, T, S] (True = may attend), where S = T
     without a cache and S = cache_len with one (the new keys are written at `cache_index` first).
     Returns (hidden [B, T, D] after the final norm, updated cache or None).
+
+    With a cache the layers are unrolled, and `params["layers"]` (and `lora["layers"]`) may be the lists
+    `unstack_layers` makes: the sampler unstacks once per call, because XLA:CPU copies a stacked weight's
+    slice into a new buffer wherever a matmul reads it, which inside the decode loop meant every step.
+    A prompt is best filled in with `prefill` (the layer scan; unrolling it too would double compile time).
     """
     cos_sin = L.rope_cos_sin(positions, cfg.dim_per_head, cfg.rope_theta)
     layer_lora = None if lora is None else lora.get("layers")
-    xs = (params["layers"], layer_lora)
 
     if cache is None:
-        def step(h, xs):
-            p, lp = xs
-            h, _ = _layer(cfg, h, cos_sin, mask, p, lp, lora_scale, None, 0, 0, attention_impl)
-            return h, None
-
-        h, _ = jax.lax.scan(L.maybe_remat(step, remat), x, xs)
+        h, _ = _scan_layers(params, cfg, x, cos_sin, mask, layer_lora, lora_scale, remat, attention_impl, False)
         new_cache = None
     else:
-        # The cache rides in the carry and is updated in place, one layer slice per step; as scan
-        # inputs/outputs it would be copied whole at every decode step.
-        def step(carry, xs):
-            h, ck, cv, i = carry
-            p, lp = xs
-            h, (ck, cv) = _layer(cfg, h, cos_sin, mask, p, lp, lora_scale, (ck, cv), cache_index, i, attention_impl)
-            return (h, ck, cv, i + 1), None
-
-        (h, ck, cv, _), _ = jax.lax.scan(L.maybe_remat(step, remat), (x, cache.k, cache.v, jnp.int32(0)), xs)
-        new_cache = KVCache(ck, cv)
+        # Unrolled, one cache buffer per layer, updated in place.
+        layer = lambda tree, i: tree[i] if isinstance(tree, (list, tuple)) else jax.tree.map(lambda a: a[i], tree)
+        h, ks, vs = x, [], []
+        for i in range(cfg.num_layers):
+            p, lp = layer(params["layers"], i), None if layer_lora is None else layer(layer_lora, i)
+            h, (ck, cv) = _layer(cfg, h, cos_sin, mask, p, lp, lora_scale, (cache.k[i], cache.v[i]), cache_index,
+                                 attention_impl)
+            ks.append(ck)
+            vs.append(cv)
+        new_cache = KVCache(tuple(ks), tuple(vs))
     h = L.rms_norm(h, params["norm"], cfg.rms_norm_eps)
     return h, new_cache
+
+
+def _scan_layers(params, cfg, x, cos_sin, mask, layer_lora, lora_scale, remat, impl, keep_kv: bool):
+    """The stacked layers under `lax.scan` -> (h, (k, v) [layers, B, T, KVH, Dh] if keep_kv else None)."""
+    def step(h, xs):
+        p, lp = xs
+        h, kv = _layer(cfg, h, cos_sin, mask, p, lp, lora_scale, None, 0, impl)
+        return h, kv if keep_kv else None
+
+    return jax.lax.scan(L.maybe_remat(step, remat), x, (params["layers"], layer_lora))
+
+
+def prefill(params: dict, cfg: TextConfig, x: jax.Array, positions: jax.Array, mask: jax.Array, cache_len: int, *,
+            lora: dict | None = None, lora_scale: float = 1.0, attention_impl: str = "xla", dtype=jnp.float32):
+    """The decoder over a whole prompt (stacked layers, scanned) that also returns a fresh KV cache of
+    `cache_len` slots holding the prompt's keys and values at slots [0, T).
+
+    x [B, T, D], positions [B, T], mask bool [B, T, T] -> (hidden [B, T, D] after the final norm, KVCache).
+    """
+    cos_sin = L.rope_cos_sin(positions, cfg.dim_per_head, cfg.rope_theta)
+    layer_lora = None if lora is None else lora.get("layers")
+    h, (ks, vs) = _scan_layers(params, cfg, x, cos_sin, mask, layer_lora, lora_scale, "none", attention_impl, True)
+    cache = init_cache(cfg, x.shape[0], cache_len, dtype)
+    write = lambda c, new: jax.lax.dynamic_update_slice(c, jnp.swapaxes(new, 1, 2).astype(c.dtype), (0, 0, 0, 0))
+    cache = KVCache(tuple(write(c, ks[i]) for i, c in enumerate(cache.k)),
+                    tuple(write(c, vs[i]) for i, c in enumerate(cache.v)))
+    return L.rms_norm(h, params["norm"], cfg.rms_norm_eps), cache
 
 
 def lm_logits(params: dict, hidden: jax.Array) -> jax.Array:

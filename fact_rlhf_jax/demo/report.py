@@ -69,8 +69,12 @@ def plot_training_curves(root: Path, path: Path) -> bool:
     if not panels:
         return False
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.0), squeeze=False)
-    for ax, (stage, title, lines) in zip(axes[0], panels):
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (stage, title, lines) in zip(axes.flat, panels):
         for key, points in lines.items():
             steps, values = zip(*points)
             ax.plot(steps, values, marker="." if len(points) < 30 else None, label=key)

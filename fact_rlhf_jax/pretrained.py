@@ -293,6 +293,59 @@ def load(source: Any, *, mesh=None, rules=None, param_dtype: str | None = None, 
                        restored.get(card.head) if card.head else None)
 
 
+# --------------------------------------------------------------------------------------------------
+# planning: what `load` would place, without reading anything
+
+
+def planning_card(source: Any, preset: str, *, preset_key: str, param_dtype: str | None = None,
+                  kind: str = "llava", adapter: AdapterSpec | None = None) -> Card:
+    """The card of a starting point for `fact-rlhf plan`: `describe(source)` when the source is readable here,
+    else a card built from the model preset `preset` (the config key `preset_key` names it; weights' and compute
+    dtype overridden by `param_dtype`), with `adapter` (and a scalar head "head" for kind "reward") standing in
+    for what the source would hold."""
+    from fact_rlhf_jax.models import config as mcfg
+
+    if _readable(source):
+        return describe(source, param_dtype=param_dtype)
+    if not preset:
+        raise SourceError(f"model source {source!r} is not readable here and config.{preset_key} names no model "
+                          f"preset to plan with (e.g. --config.{preset_key}=llava_13b_336)")
+    cfg = mcfg.preset(preset)
+    if param_dtype:
+        cfg = cfg.replace(param_dtype=param_dtype, compute_dtype=param_dtype)
+    return Card(kind, cfg, tokenizer="", adapter=adapter, head="head" if kind == "reward" else None,
+                extra={"preset": preset})
+
+
+def _readable(source: Any) -> bool:
+    try:
+        source = _as_source(source)
+    except SourceError:
+        return False
+    path = source.get("path", "") if isinstance(source, dict) else source
+    return bool(path) and Path(path).exists()
+
+
+def abstract_llava(cfg: LlavaConfig, mesh, rules) -> dict:
+    """The LLaVA params `load` places on `mesh`: ShapeDtypeStructs with their shardings."""
+    shardings, _ = _shardings(cfg, mesh, rules)
+    return _with_shardings(_llava_shapes(cfg), shardings)
+
+
+def abstract_adapter(cfg: LlavaConfig, spec: AdapterSpec, mesh, rules) -> dict:
+    return _with_shardings(*_adapter_shapes_and_shardings(cfg, spec, mesh, rules))
+
+
+def abstract_head(cfg: LlavaConfig, mesh) -> dict:
+    return _with_shardings(*_head_shapes_and_shardings(cfg, mesh))
+
+
+def _with_shardings(shapes, shardings):
+    from fact_rlhf_jax.train.state import abstract_with_shardings
+
+    return abstract_with_shardings(shapes, shardings)
+
+
 def _llava_shapes(cfg: LlavaConfig):
     from fact_rlhf_jax.models import llava
 
@@ -345,7 +398,7 @@ def restore_subtrees(workdir: str | Path, wanted: dict[str, tuple[Any, Any]]) ->
         raise SourceError(f"{workdir}: no checkpoint under {workdir}/checkpoints")
     target: dict = {}
     for path, (shapes, shardings) in wanted.items():
-        like = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
+        like = _with_shardings(shapes, shardings)
         sub = _nest(path, like)
         if not path:
             target = sub

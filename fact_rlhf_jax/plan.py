@@ -439,6 +439,11 @@ def measure(program: Program, num_devices: int) -> ProgramPlan:
     cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
     args, out, alias, temp = (mem.argument_size_in_bytes, mem.output_size_in_bytes, mem.alias_size_in_bytes,
                               mem.temp_size_in_bytes)
+    # jit drops arguments a program never reads (PPO's sampler: the value adapter, the reward model's base);
+    # they stay on the devices all the same
+    unread = sum(exact.values()) - args
+    if unread > 0:
+        resident["unread inputs"] = unread
     peak = getattr(mem, "peak_memory_in_bytes", 0) or (args + out - alias + temp)
     return ProgramPlan(
         name=program.name, description=program.description,
@@ -474,7 +479,7 @@ def make_plan(config, mesh_shape: Mapping[str, int], target: Target, config_name
 # --- report -------------------------------------------------------------------------------------
 
 
-def _size(b: float) -> str:
+def format_bytes(b: float) -> str:
     return f"{b / GIB:.2f} GiB" if b >= GIB / 10 else f"{b / 2**20:.2f} MiB"
 
 
@@ -496,7 +501,7 @@ def format_plan(plan: Plan) -> str:
     n = math.prod(plan.mesh.values())
     lines = [
         f"plan {plan.config} (stage {plan.stage}) on {plan.device} x {n} (mesh {mesh}, {plan.hosts} host"
-        f"{'s' if plan.hosts > 1 else ''}), {_size(plan.hbm_bytes)} per device",
+        f"{'s' if plan.hosts > 1 else ''}), {format_bytes(plan.hbm_bytes)} per device",
         f"compiled by: {backend_note(plan)}",
     ]
     for p in plan.programs:
@@ -508,7 +513,7 @@ def format_plan(plan: Plan) -> str:
                      ("  of which donated (reuse arguments)", p.alias_bytes),
                      ("activations and temporaries", p.working_bytes),
                      ("peak" + (" (with the held buffers)" if p.resident_bytes else ""), p.peak_bytes)]
-        lines += [f"    {label:<44}{_size(v):>12}" for label, v in rows]
+        lines += [f"    {label:<44}{format_bytes(v):>12}" for label, v in rows]
         if p.out_of_memory:
             lines.append(f"  the compiler refused it for this device's memory: {p.out_of_memory}")
         xla = f"{p.xla_flops_per_device:.3e} per device (each loop body once)" if not p.out_of_memory else "n/a"
@@ -519,11 +524,11 @@ def format_plan(plan: Plan) -> str:
         lines += [f"  note: {note}" for note in dict.fromkeys(p.flop_notes)]
     if plan.device in DEVICE_KINDS and DEVICE_KINDS[plan.device].platform == "gpu":
         lines += ["", "note: JAX preallocates XLA_PYTHON_CLIENT_MEM_FRACTION of each GPU (default 0.75: "
-                  f"{_size(0.75 * plan.hbm_bytes)} here); launch/gpu_multinode.sh sets 0.9 ({_size(0.9 * plan.hbm_bytes)})"]
+                  f"{format_bytes(0.75 * plan.hbm_bytes)} here); launch/gpu_multinode.sh sets 0.9 ({format_bytes(0.9 * plan.hbm_bytes)})"]
     refused = [p.name for p in plan.programs if p.out_of_memory]
     if refused:
         lines += ["", f"fits: NO ({', '.join(refused)}: out of device memory at compile time)"]
     else:
-        lines += ["", f"fits: {'yes' if plan.fits else 'NO'} (peak {_size(plan.peak_bytes)} of "
-                  f"{_size(plan.hbm_bytes)}, {100 * plan.peak_bytes / plan.hbm_bytes:.0f} %)"]
+        lines += ["", f"fits: {'yes' if plan.fits else 'NO'} (peak {format_bytes(plan.peak_bytes)} of "
+                  f"{format_bytes(plan.hbm_bytes)}, {100 * plan.peak_bytes / plan.hbm_bytes:.0f} %)"]
     return "\n".join(lines)

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from fact_rlhf_jax import paths
 from fact_rlhf_jax import sharding as shd
 from fact_rlhf_jax.pretrained import absolute as pretrained_absolute
 from fact_rlhf_jax.rl import advantages as adv_lib
@@ -527,7 +528,8 @@ class PPOStep:
                                                   shuffle_key)
         jax.block_until_ready(params)
         t3 = time.perf_counter()
-        new_state = {"step": jnp.asarray(step + 1, jnp.int32), "params": params, "opt_state": opt_state, "rng": rng}
+        # state["step"] + 1 stays a global (replicated) array: a multi-host checkpoint cannot save a local one
+        new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": rng}
         metrics = {k: float(v) for k, v in jax.device_get({**stats, **updates}).items()}
         generated = int(np.asarray(lengths).sum()) * jax.process_count()
         metrics.update(lr=float(ctx.schedule(step)), rollout_seconds=t1 - t0, scoring_seconds=t2 - t1,
@@ -542,9 +544,9 @@ class PPOStep:
         image_id = stage.policy_cfg.image_token_id
         local = {k: _local_rows(v, mesh) for k, v in {"score": rows["score"], "reward": rows["sequence_reward"],
                                                         **{f"reward/{k}": v for k, v in rows["parts"].items()}}.items()}
-        path = Path(self.ctx.workdir) / "rollouts" / f"step_{step}.jsonl"
+        path = paths.workdir(self.ctx.workdir) / "rollouts" / f"step_{step}.jsonl"  # local or on a bucket
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
+        with path.open("w", encoding="utf-8") as f:
             for i, text in enumerate(texts):
                 if not host_batch["valid"][i]:
                     continue

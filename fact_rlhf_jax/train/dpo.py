@@ -401,7 +401,7 @@ class DPOStage(PairDataStage):
             value = self._tables[paths[s]][i]
             if np.isnan(value).any():
                 raise RuntimeError(f"{paths[s]}, record {i}: no reference log-probs (the reference pass skipped "
-                                   f"it); delete {Path(self.workdir) / 'reference_logps'} to recompute them")
+                                   f"it); delete {self.workdir}/reference_logps to recompute them")
             return value
 
         return lookup

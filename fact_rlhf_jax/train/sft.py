@@ -149,7 +149,7 @@ class SFTStage(Stage):
 
         adapter = (pretrained.AdapterSpec("lora", self.lora_rank, float(config.lora.alpha), self.lora_targets)
                    if self.lora_rank else None)
-        base = str(Path(self.lora_base_source).absolute()) if self.lora_rank else None
+        base = pretrained.absolute(self.lora_base_source) if self.lora_rank else None
         pretrained.write_card(workdir, pretrained.Card(
             "llava", self.model_cfg, str(Path(tokenizer_dir).absolute()), base=base, adapter=adapter))
 

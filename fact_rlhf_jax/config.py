@@ -170,9 +170,12 @@ def to_plain(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
-def save_resolved(config: ml_collections.ConfigDict, workdir: Path | str, name: str = "config.json") -> Path:
-    """Writes the resolved config to `workdir/name`. If one is already there and differs, logs the changes."""
-    path = Path(workdir) / name
+def save_resolved(config: ml_collections.ConfigDict, workdir, name: str = "config.json"):
+    """Writes the resolved config to `workdir/name` (a local or bucket workdir, `fact_rlhf_jax.paths`). If one is
+    already there and differs, logs the changes. Returns its path."""
+    from fact_rlhf_jax import paths
+
+    path = paths.workdir(workdir) / name
     plain = to_plain(config)
     if path.exists():
         try:
@@ -185,9 +188,7 @@ def save_resolved(config: ml_collections.ConfigDict, workdir: Path | str, name: 
                 if old != new:
                     log.warning("config changed since the last run in %s: %s: %r -> %r", workdir, key, old, new)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(plain, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    paths.write_atomic(path, json.dumps(plain, indent=2, sort_keys=True) + "\n")
     return path
 
 

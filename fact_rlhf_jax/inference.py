@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from fact_rlhf_jax import hf, sampling
+from fact_rlhf_jax import hf, paths, sampling
 from fact_rlhf_jax.data import conversation, image as image_lib
 from fact_rlhf_jax.models.config import LlavaConfig
 
@@ -57,10 +57,11 @@ class ChatModel:
 
         from fact_rlhf_jax.pretrained import is_workdir
 
-        path = Path(path)
-        if hf.is_llava_dir(path):
+        path = paths.local_or_url(path)
+        local = not paths.is_url(path)  # on a bucket: training workdirs only
+        if local and hf.is_llava_dir(path):
             cfg, params = hf.import_llava(path, dtype=dtype or "float32")
-        elif hf.is_original_llava_dir(path):
+        elif local and hf.is_original_llava_dir(path):
             cfg, params = hf.import_llava_original(path, vision_tower=vision_tower, dtype=dtype or "float32")
         elif is_workdir(path):
             if lora is not None:

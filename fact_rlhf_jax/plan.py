@@ -27,7 +27,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -165,6 +165,9 @@ class Program:
 
     `inputs` names groups of the abstract arguments (e.g. "parameters", "optimizer state", "batch") whose
     exact per-device bytes the plan reports; their leaves are `jax.ShapeDtypeStruct`s with shardings.
+    `resident` names buffers that stay on the devices while the program runs without being its arguments
+    (PPO's optimizer state during sampling); their bytes are added to the program's peak. `while_trips`: the
+    most iterations a `while` loop of the program runs (the sampler: one per new token), for the FLOP count.
     """
 
     name: str
@@ -172,6 +175,8 @@ class Program:
     jitted: Callable
     args: tuple
     inputs: dict[str, Any]
+    resident: dict[str, Any] = dataclasses.field(default_factory=dict)
+    while_trips: int = 0
 
 
 def parse_mesh(text: str) -> dict[str, int]:
@@ -211,31 +216,70 @@ def programs_for(config, mesh, rules) -> list[Program]:
     return hook(config, mesh, rules)
 
 
-def train_step_program(stage, config, mesh, rules, batch: Mapping[str, jax.ShapeDtypeStruct],
-                       description: str, *, total_steps: int | None = None) -> Program:
-    """The shared loop's donated train step (`train/step.py`) on abstract state and batch, as the loop jits it.
+class AbstractTrainState(NamedTuple):
+    """The loop's train state as abstract arrays with shardings, and what built it."""
 
-    `batch`: the GLOBAL batch (`config.batch_size` rows) without shardings; rows are split over (data, fsdp).
-    """
-    from fact_rlhf_jax import sharding as shd
+    state: dict
+    shardings: dict
+    optimizer: Any
+    schedule: Callable
+    mask: Any
+
+
+def abstract_train_state(stage, config, mesh, rules) -> AbstractTrainState:
+    """The state `run_training` creates for `stage` (optimizer state over the trainable leaves), unallocated."""
     from fact_rlhf_jax.train import state as state_lib
     from fact_rlhf_jax.train.optim import make_optimizer
-    from fact_rlhf_jax.train.step import jit_train_step, make_train_step
     from fact_rlhf_jax.train.trainable import trainable_mask
 
-    steps = total_steps or (int(config.num_steps) if int(config.num_steps) > 0 else 1000)  # shapes ignore it
-    optimizer, schedule = make_optimizer(config.optim, steps)
+    steps = int(config.num_steps) if int(config.num_steps) > 0 else 1000  # the schedule's length: shapes ignore it
+    optimizer, schedule = make_optimizer(config.optim, steps, updates_per_step=stage.updates_per_step)
     rng = jax.random.PRNGKey(int(config.seed))
     mask = trainable_mask(jax.eval_shape(stage.init_params, rng), tuple(config.trainable),
                           tuple(config.get("frozen", ()) or ()))
-    state, state_sh = state_lib.abstract_state(stage, optimizer, mask, rng, mesh, rules)
-    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=shd.batch_sharding(mesh, len(v.shape)))
-             for k, v in batch.items()}
-    step = make_train_step(stage.loss, optimizer, schedule, mask, grad_accum=int(config.grad_accum),
+    state, shardings = state_lib.abstract_state(stage, optimizer, mask, rng, mesh, rules)
+    return AbstractTrainState(state, shardings, optimizer, schedule, mask)
+
+
+def collated_spec(collate: Callable[[list], Mapping[str, np.ndarray]], example: Mapping, rows: int
+                  ) -> dict[str, jax.ShapeDtypeStruct]:
+    """The global batch of `rows` rows that `collate` makes: its keys, dtypes and trailing shapes taken from
+    collating one `example` (a loader's filler; collate with the longest bucket only, so it pads to the
+    longest length), its leading dimension set to `rows`."""
+    one = collate([example])
+    return {k: jax.ShapeDtypeStruct((rows, *np.shape(v)[1:]), np.asarray(v).dtype) for k, v in one.items()}
+
+
+def sharded_batch(batch: Mapping[str, jax.ShapeDtypeStruct], mesh) -> dict[str, jax.ShapeDtypeStruct]:
+    """A global batch spec with rows split over (data, fsdp), as `host_local_to_global` places it."""
+    from fact_rlhf_jax import sharding as shd
+
+    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=shd.batch_sharding(mesh, len(v.shape)))
+            for k, v in batch.items()}
+
+
+def train_step_program(stage, config, mesh, rules, batch: Mapping[str, jax.ShapeDtypeStruct],
+                       description: str) -> Program:
+    """The shared loop's donated train step (`train/step.py`) on abstract state and batch, as the loop jits it,
+    with the stage's frozen weights (`Stage.abstract_frozen`) as its third argument when it has any.
+
+    `batch`: the GLOBAL batch (`config.batch_size` rows) without shardings; rows are split over (data, fsdp).
+    """
+    from fact_rlhf_jax.train.step import jit_step_with_frozen, make_train_step
+
+    train = abstract_train_state(stage, config, mesh, rules)
+    batch = sharded_batch(batch, mesh)
+    frozen = stage.abstract_frozen(mesh, rules)
+    step = make_train_step(stage.loss, train.optimizer, train.schedule, train.mask, grad_accum=int(config.grad_accum),
                            mesh=mesh, rules=rules)
-    jitted = jit_train_step(step, state_sh, {k: v.sharding for k, v in batch.items()}, mesh)
-    inputs = {"parameters": state["params"], "optimizer state": state["opt_state"], "batch": batch}
-    return Program("train_step", description, jitted, (state, batch), inputs)
+    frozen_sh = None if frozen is None else jax.tree.map(lambda x: x.sharding, frozen)
+    jitted = jit_step_with_frozen(step, train.shardings, {k: v.sharding for k, v in batch.items()}, mesh, frozen_sh)
+    inputs = {"parameters": train.state["params"], "optimizer state": train.state["opt_state"], "batch": batch}
+    args = (train.state, batch)
+    if frozen is not None:
+        inputs["frozen weights"] = frozen
+        args += (frozen,)
+    return Program("train_step", description, jitted, args, inputs)
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -287,10 +331,11 @@ def _manual_devices(eqn, notes: list[str]) -> int:
         return 1
 
 
-def jaxpr_flops(jaxpr) -> tuple[float, list[str]]:
+def jaxpr_flops(jaxpr, while_trips: int = 0) -> tuple[float, list[str]]:
     """Matmul + convolution FLOPs of a jaxpr with scans multiplied by their length.
 
-    Returns (flops, notes); a `while` loop (unknown trip count) is counted once and noted.
+    Returns (flops, notes); a `while` loop body is counted `while_trips` times (an upper bound the caller
+    knows), or once when that is 0; either way it is noted.
     """
     notes: list[str] = []
 
@@ -308,6 +353,9 @@ def jaxpr_flops(jaxpr) -> tuple[float, list[str]]:
             inner = sum(count(j) for j in subs)
             if name == "scan":
                 inner *= eqn.params["length"]
+            elif name == "while" and while_trips:
+                inner = count(eqn.params["cond_jaxpr"].jaxpr) + while_trips * count(eqn.params["body_jaxpr"].jaxpr)
+                notes.append(f"a while loop is counted {while_trips} times, its most iterations (an upper bound)")
             elif name == "while":
                 notes.append("a while loop is counted once (its trip count is not known before running)")
             elif name == "shard_map":  # the body sees one shard: scale by the devices along its manual axes
@@ -328,17 +376,20 @@ class ProgramPlan:
     alias_bytes: int
     temp_bytes: int  # XLA's temp_size_in_bytes (the TPU compiler may place part of them elsewhere: see working_bytes)
     code_bytes: int
-    peak_bytes: int
+    peak_bytes: int  # the compiled program's peak plus the resident buffers
     flops: float  # whole step, all devices (jaxpr count)
     flops_per_device: float
     xla_flops_per_device: float  # cost_analysis(): each loop body once
     flop_notes: list[str]
     out_of_memory: str = ""  # the compiler's message when it refused the program for exceeding device memory
+    resident_bytes: dict[str, int] = dataclasses.field(default_factory=dict)  # per device, not arguments
 
     @property
     def working_bytes(self) -> int:
-        """Activations, gradients and workspace live at the peak: peak - arguments - outputs that are not donated."""
-        return max(self.temp_bytes, self.peak_bytes - self.argument_bytes - (self.output_bytes - self.alias_bytes))
+        """Activations, gradients and workspace live at the peak: peak - resident buffers - arguments - outputs
+        that are not donated."""
+        compiled_peak = self.peak_bytes - sum(self.resident_bytes.values())
+        return max(self.temp_bytes, compiled_peak - self.argument_bytes - (self.output_bytes - self.alias_bytes))
 
 
 @dataclasses.dataclass
@@ -372,8 +423,9 @@ class Plan:
 
 def measure(program: Program, num_devices: int) -> ProgramPlan:
     traced = program.jitted.trace(*program.args)
-    flops, notes = jaxpr_flops(traced.jaxpr.jaxpr)
+    flops, notes = jaxpr_flops(traced.jaxpr.jaxpr, program.while_trips)
     exact = {k: shard_bytes(v) for k, v in program.inputs.items()}
+    resident = {k: shard_bytes(v) for k, v in program.resident.items()}
     try:
         compiled = traced.lower().compile()
     except jax.errors.JaxRuntimeError as e:
@@ -381,20 +433,26 @@ def measure(program: Program, num_devices: int) -> ProgramPlan:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
         return ProgramPlan(program.name, program.description, exact, 0, 0, 0, 0, 0, 0, flops, flops / num_devices,
-                           0.0, notes, out_of_memory=str(e).strip().splitlines()[0])
+                           0.0, notes, out_of_memory=str(e).strip().splitlines()[0], resident_bytes=resident)
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
     args, out, alias, temp = (mem.argument_size_in_bytes, mem.output_size_in_bytes, mem.alias_size_in_bytes,
                               mem.temp_size_in_bytes)
+    # jit drops arguments a program never reads (PPO's sampler: the value adapter, the reward model's base);
+    # they stay on the devices all the same
+    unread = sum(exact.values()) - args
+    if unread > 0:
+        resident["unread inputs"] = unread
     peak = getattr(mem, "peak_memory_in_bytes", 0) or (args + out - alias + temp)
     return ProgramPlan(
         name=program.name, description=program.description,
         exact_bytes=exact,
         argument_bytes=args, output_bytes=out, alias_bytes=alias, temp_bytes=temp,
-        code_bytes=mem.generated_code_size_in_bytes, peak_bytes=max(peak, args + out - alias + temp),
+        code_bytes=mem.generated_code_size_in_bytes,
+        peak_bytes=max(peak, args + out - alias + temp) + sum(resident.values()),
         flops=flops, flops_per_device=flops / num_devices, xla_flops_per_device=float(cost.get("flops", 0.0)),
-        flop_notes=notes)
+        flop_notes=notes, resident_bytes=resident)
 
 
 def make_plan(config, mesh_shape: Mapping[str, int], target: Target, config_name: str = "") -> Plan:
@@ -421,7 +479,7 @@ def make_plan(config, mesh_shape: Mapping[str, int], target: Target, config_name
 # --- report -------------------------------------------------------------------------------------
 
 
-def _size(b: float) -> str:
+def format_bytes(b: float) -> str:
     return f"{b / GIB:.2f} GiB" if b >= GIB / 10 else f"{b / 2**20:.2f} MiB"
 
 
@@ -443,17 +501,19 @@ def format_plan(plan: Plan) -> str:
     n = math.prod(plan.mesh.values())
     lines = [
         f"plan {plan.config} (stage {plan.stage}) on {plan.device} x {n} (mesh {mesh}, {plan.hosts} host"
-        f"{'s' if plan.hosts > 1 else ''}), {_size(plan.hbm_bytes)} per device",
+        f"{'s' if plan.hosts > 1 else ''}), {format_bytes(plan.hbm_bytes)} per device",
         f"compiled by: {backend_note(plan)}",
     ]
     for p in plan.programs:
         lines += ["", f"program {p.name}: {p.description}", "  per device:"]
         rows = [(f"{k} (exact, from shardings)", v) for k, v in p.exact_bytes.items()]
+        rows += [(f"{k} (held, not an argument)", v) for k, v in p.resident_bytes.items()]
         if not p.out_of_memory:
             rows += [("compiled arguments", p.argument_bytes), ("compiled outputs", p.output_bytes),
                      ("  of which donated (reuse arguments)", p.alias_bytes),
-                     ("activations and temporaries", p.working_bytes), ("peak", p.peak_bytes)]
-        lines += [f"    {label:<44}{_size(v):>12}" for label, v in rows]
+                     ("activations and temporaries", p.working_bytes),
+                     ("peak" + (" (with the held buffers)" if p.resident_bytes else ""), p.peak_bytes)]
+        lines += [f"    {label:<44}{format_bytes(v):>12}" for label, v in rows]
         if p.out_of_memory:
             lines.append(f"  the compiler refused it for this device's memory: {p.out_of_memory}")
         xla = f"{p.xla_flops_per_device:.3e} per device (each loop body once)" if not p.out_of_memory else "n/a"
@@ -464,11 +524,11 @@ def format_plan(plan: Plan) -> str:
         lines += [f"  note: {note}" for note in dict.fromkeys(p.flop_notes)]
     if plan.device in DEVICE_KINDS and DEVICE_KINDS[plan.device].platform == "gpu":
         lines += ["", "note: JAX preallocates XLA_PYTHON_CLIENT_MEM_FRACTION of each GPU (default 0.75: "
-                  f"{_size(0.75 * plan.hbm_bytes)} here); launch/gpu_multinode.sh sets 0.9 ({_size(0.9 * plan.hbm_bytes)})"]
+                  f"{format_bytes(0.75 * plan.hbm_bytes)} here); launch/gpu_multinode.sh sets 0.9 ({format_bytes(0.9 * plan.hbm_bytes)})"]
     refused = [p.name for p in plan.programs if p.out_of_memory]
     if refused:
         lines += ["", f"fits: NO ({', '.join(refused)}: out of device memory at compile time)"]
     else:
-        lines += ["", f"fits: {'yes' if plan.fits else 'NO'} (peak {_size(plan.peak_bytes)} of "
-                  f"{_size(plan.hbm_bytes)}, {100 * plan.peak_bytes / plan.hbm_bytes:.0f} %)"]
+        lines += ["", f"fits: {'yes' if plan.fits else 'NO'} (peak {format_bytes(plan.peak_bytes)} of "
+                  f"{format_bytes(plan.hbm_bytes)}, {100 * plan.peak_bytes / plan.hbm_bytes:.0f} %)"]
     return "\n".join(lines)

@@ -21,14 +21,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from fact_rlhf_jax import hf
+from fact_rlhf_jax import hf, paths
 from fact_rlhf_jax.models.config import LlavaConfig
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,8 @@ class LoadedModel:
 
 def _as_source(source: Any) -> Any:
     """Normalises a source: a path string, or a plain dict (ConfigDicts and Paths accepted)."""
-    if isinstance(source, Path):
-        return str(source)
+    if isinstance(source, os.PathLike):
+        return os.fspath(source)
     if isinstance(source, str):
         if not source:
             raise SourceError("empty model source")
@@ -150,7 +150,7 @@ def _as_source(source: Any) -> Any:
     if hasattr(source, "to_dict"):
         source = source.to_dict()
     if isinstance(source, Mapping):
-        out = {k: str(v) if isinstance(v, Path) else v for k, v in source.items() if v not in (None, "")}
+        out = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in source.items() if v not in (None, "")}
         if set(out) - {"path", "vision_tower", "llm", "clip"}:
             raise SourceError(f"model source {dict(source)}: unknown keys; expected path (+ vision_tower) or llm + clip")
         if len(out) == 1 and "path" in out:
@@ -163,12 +163,12 @@ def absolute(source: Any) -> Any:
     """A source spec with its paths made absolute, so a model card written here works from any directory."""
     source = _as_source(source)
     if isinstance(source, str):
-        return str(Path(source).absolute())
-    return {k: str(Path(v).absolute()) if isinstance(v, str) and v else v for k, v in source.items()}
+        return paths.absolute(source)
+    return {k: paths.absolute(v) if isinstance(v, str) and v else v for k, v in source.items()}
 
 
-def is_workdir(path: str | Path) -> bool:
-    path = Path(path)
+def is_workdir(path: str | os.PathLike) -> bool:
+    path = paths.local_or_url(path)
     return (path / CARD_FILE).exists() or ((path / "config.json").exists() and (path / "checkpoints").exists())
 
 
@@ -183,11 +183,14 @@ def describe(source: Any, *, param_dtype: str | None = None) -> Card:
         path, tower = source["path"], source.get("vision_tower")
     else:
         path, tower = source, None
-    p = Path(path)
+    p = paths.local_or_url(path)
     if not p.exists():
         raise SourceError(f"model source {path}: no such directory")
     if is_workdir(p):
         card = _workdir_card(p)
+    elif paths.is_url(path):
+        raise SourceError(f"model source {path}: on a bucket only training workdirs ({CARD_FILE}) are read; copy a "
+                          "Hugging Face or original LLaVA checkpoint to a local disk")
     elif hf.is_llava_dir(p):
         card = Card("llava", hf.read_llava_config(p), tokenizer=str(p), location=str(p))
     elif hf.is_original_llava_dir(p):
@@ -202,14 +205,14 @@ def describe(source: Any, *, param_dtype: str | None = None) -> Card:
     return card
 
 
-def _workdir_card(workdir: Path) -> Card:
+def _workdir_card(workdir) -> Card:
     path = workdir / CARD_FILE
     if path.exists():
         return Card.from_json(json.loads(path.read_text()), location=str(workdir))
     return _legacy_sft_card(workdir)
 
 
-def _legacy_sft_card(workdir: Path) -> Card:
+def _legacy_sft_card(workdir) -> Card:
     """Workdirs of SFT runs written before model cards existed: rebuild the card from config.json."""
     import ml_collections
     from transformers import AutoTokenizer
@@ -232,14 +235,12 @@ def _legacy_sft_card(workdir: Path) -> Card:
                 location=str(workdir))
 
 
-def write_card(workdir: str | Path, card: Card) -> Path:
-    """Writes `WORKDIR/model.json` (process 0 only)."""
-    path = Path(workdir) / CARD_FILE
+def write_card(workdir: str | os.PathLike, card: Card):
+    """Writes `WORKDIR/model.json` (process 0 only; WORKDIR local or on a bucket)."""
+    path = paths.workdir(workdir) / CARD_FILE
     if jax.process_index() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(card.to_json(), indent=2) + "\n")
-        tmp.replace(path)
+        paths.write_atomic(path, json.dumps(card.to_json(), indent=2) + "\n")
     return path
 
 
@@ -266,7 +267,7 @@ def load(source: Any, *, mesh=None, rules=None, param_dtype: str | None = None, 
     card = describe(source, param_dtype=param_dtype)
     cfg = card.config
     shardings, mesh = _shardings(cfg, mesh, rules)
-    location = Path(card.location)
+    location = paths.local_or_url(card.location)
     if not with_base:
         params = None
     elif card.base is not None:
@@ -291,6 +292,65 @@ def load(source: Any, *, mesh=None, rules=None, param_dtype: str | None = None, 
     adapter = restored.get(card.adapter.path) if card.adapter is not None and with_adapter else None
     return LoadedModel(card if with_adapter else dataclasses.replace(card, adapter=None), params, adapter,
                        restored.get(card.head) if card.head else None)
+
+
+# --------------------------------------------------------------------------------------------------
+# planning: what `load` would place, without reading anything
+
+
+def planning_card(source: Any, preset: str, *, preset_key: str, param_dtype: str | None = None,
+                  kind: str = "llava", adapter: AdapterSpec | None = None) -> Card:
+    """The card of a starting point for `fact-rlhf plan`: `describe(source)` when the source is readable here,
+    else a card built from the model preset `preset` (the config key `preset_key` names it; weights' and compute
+    dtype overridden by `param_dtype`), with `adapter` (and a scalar head "head" for kind "reward") standing in
+    for what the source would hold."""
+    from fact_rlhf_jax.models import config as mcfg
+
+    if _readable(source):
+        return describe(source, param_dtype=param_dtype)
+    if not preset:
+        raise SourceError(f"model source {source!r} is not readable here and config.{preset_key} names no model "
+                          f"preset to plan with (e.g. --config.{preset_key}=llava_13b_336)")
+    cfg = mcfg.preset(preset)
+    if param_dtype:
+        cfg = cfg.replace(param_dtype=param_dtype, compute_dtype=param_dtype)
+    return Card(kind, cfg, tokenizer="", adapter=adapter, head="head" if kind == "reward" else None,
+                extra={"preset": preset})
+
+
+def _readable(source: Any) -> bool:
+    try:
+        source = _as_source(source)
+    except SourceError:
+        return False
+    path = source.get("path", "") if isinstance(source, dict) else source
+    if not path:
+        return False
+    try:
+        return paths.local_or_url(path).exists()
+    except Exception:  # a bucket without its client library or credentials here: plan from the preset
+        log.info("%s: not readable here", path, exc_info=True)
+        return False
+
+
+def abstract_llava(cfg: LlavaConfig, mesh, rules) -> dict:
+    """The LLaVA params `load` places on `mesh`: ShapeDtypeStructs with their shardings."""
+    shardings, _ = _shardings(cfg, mesh, rules)
+    return _with_shardings(_llava_shapes(cfg), shardings)
+
+
+def abstract_adapter(cfg: LlavaConfig, spec: AdapterSpec, mesh, rules) -> dict:
+    return _with_shardings(*_adapter_shapes_and_shardings(cfg, spec, mesh, rules))
+
+
+def abstract_head(cfg: LlavaConfig, mesh) -> dict:
+    return _with_shardings(*_head_shapes_and_shardings(cfg, mesh))
+
+
+def _with_shardings(shapes, shardings):
+    from fact_rlhf_jax.train.state import abstract_with_shardings
+
+    return abstract_with_shardings(shapes, shardings)
 
 
 def _llava_shapes(cfg: LlavaConfig):
@@ -328,7 +388,7 @@ def _get(tree, path: str):
     return tree
 
 
-def restore_subtrees(workdir: str | Path, wanted: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+def restore_subtrees(workdir: str | os.PathLike, wanted: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
     """Restores parts of the latest checkpoint's `params` of a training run, each straight into its shardings.
 
     wanted: {path inside params ("" = all of it, "lora", "policy", "value/head", ...): (shapes, shardings)}.
@@ -337,7 +397,7 @@ def restore_subtrees(workdir: str | Path, wanted: dict[str, tuple[Any, Any]]) ->
 
     from fact_rlhf_jax.train.checkpoint import Checkpointer
 
-    workdir = Path(workdir).absolute()
+    workdir = paths.workdir(workdir)
     ckpt = Checkpointer(workdir / "checkpoints", async_save=False)
     step = ckpt.latest_step()
     ckpt.close()
@@ -345,7 +405,7 @@ def restore_subtrees(workdir: str | Path, wanted: dict[str, tuple[Any, Any]]) ->
         raise SourceError(f"{workdir}: no checkpoint under {workdir}/checkpoints")
     target: dict = {}
     for path, (shapes, shardings) in wanted.items():
-        like = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
+        like = _with_shardings(shapes, shardings)
         sub = _nest(path, like)
         if not path:
             target = sub

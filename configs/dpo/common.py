@@ -21,11 +21,12 @@ import ml_collections
 from fact_rlhf_jax.train import dpo
 
 
-def reference_dpo(sft_model: str, vision_tower: str) -> ml_collections.ConfigDict:
+def reference_dpo(sft_model: str, vision_tower: str, preset: str) -> ml_collections.ConfigDict:
     c = dpo.default_config()
     with c.init.ignore_type():  # a group, so that --config.init.model.path=... overrides it
         c.init.model = ml_collections.ConfigDict(dict(path=sft_model, vision_tower=vision_tower))
     c.init.param_dtype = "bfloat16"
+    c.init.preset = preset  # what `fact-rlhf plan` plans with where sft_model is not readable
     c.model.remat = "full"
     c.model.loss_chunk = 512  # never materialise [pairs x 2, 2.6k, 32000] float32 logits
     c.lora.rank = 64

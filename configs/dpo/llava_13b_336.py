@@ -18,4 +18,4 @@ _spec.loader.exec_module(common)
 
 def get_config(arg=None):
     return common.reference_dpo("checkpoints/LLaVA-RLHF-13b-v1.5-336/sft_model",
-                                "checkpoints/clip-vit-large-patch14-336")
+                                "checkpoints/clip-vit-large-patch14-336", "llava_13b_336")

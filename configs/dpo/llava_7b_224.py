@@ -19,4 +19,5 @@ _spec.loader.exec_module(common)
 
 
 def get_config(arg=None):
-    return common.reference_dpo("checkpoints/LLaVA-RLHF-7b-v1.5-224/sft_model", "checkpoints/clip-vit-large-patch14")
+    return common.reference_dpo("checkpoints/LLaVA-RLHF-7b-v1.5-224/sft_model", "checkpoints/clip-vit-large-patch14",
+                                "llava_7b_224")

@@ -21,6 +21,7 @@ def get_config(arg=None):
     if arg not in VARIANTS:
         raise ValueError(f"configs/dpo/tiny.py: argument {arg!r}; expected one of {VARIANTS}")
     c = dpo.default_config()
+    c.init.preset = "tiny"  # `fact-rlhf plan` without the prepared SFT model
     c.data.shapesworld.num_images = 600
     c.data.shapesworld.image_size = 56
     c.data.shapesworld.label_noise = 0.0

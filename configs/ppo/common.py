@@ -5,7 +5,8 @@ import ml_collections
 from fact_rlhf_jax.train import ppo
 
 
-def reference_ppo(policy_init_run: str, reward_run: str, *, rollout_rows_per_pass: int) -> ml_collections.ConfigDict:
+def reference_ppo(policy_init_run: str, reward_run: str, *, policy_preset: str, reward_preset: str,
+                  rollout_rows_per_pass: int) -> ml_collections.ConfigDict:
     """Fact-RLHF PPO: rollouts of 512 prompts (`batch_size`), minibatches of 256 (`ppo.step_batch_size`) split
     into micro-batches (`grad_accum`), 2 PPO epochs, 4 passes over the 72k prompts (~560 rollouts); temperature
     1.0, top-p 1.0, 896 new tokens, prompts up to 128 tokens (longer ones skipped); lr 3e-5 cosine with 5
@@ -17,6 +18,8 @@ def reference_ppo(policy_init_run: str, reward_run: str, *, rollout_rows_per_pas
     c.init.policy = policy_init_run  # its adapter is the initial policy and the frozen reference
     c.init.reward = reward_run  # its adapter initialises the value model; its head scores
     c.init.param_dtype = "bfloat16"
+    # what `fact-rlhf plan` plans with where the runs are not readable
+    c.init.policy_preset, c.init.reward_preset = policy_preset, reward_preset
     c.data.train = [("data/llava_rlhf/llava_ppo50k-aokvqa12k-vqa10k.json", "data/coco/train2017", 1.0)]
     c.data.captions = "data/llava_rlhf/image_to_caption.json"
     c.data.query_len = 128

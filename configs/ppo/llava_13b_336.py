@@ -17,4 +17,5 @@ _spec.loader.exec_module(common)
 
 
 def get_config(arg=None):
-    return common.reference_ppo("runs/policy_init_13b", "runs/rm_13b", rollout_rows_per_pass=32)
+    return common.reference_ppo("runs/policy_init_13b", "runs/rm_13b", policy_preset="llava_13b_336",
+                                reward_preset="llava_13b_336", rollout_rows_per_pass=32)

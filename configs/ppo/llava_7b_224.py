@@ -18,4 +18,5 @@ _spec.loader.exec_module(common)
 
 
 def get_config(arg=None):
-    return common.reference_ppo("runs/policy_init_7b", "runs/rm_13b", rollout_rows_per_pass=64)
+    return common.reference_ppo("runs/policy_init_7b", "runs/rm_13b", policy_preset="llava_7b_224",
+                                reward_preset="llava_13b_336", rollout_rows_per_pass=64)

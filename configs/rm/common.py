@@ -5,7 +5,7 @@ import ml_collections
 from fact_rlhf_jax.train import reward
 
 
-def reference_rm(sft_run: str, grad_accum: int) -> ml_collections.ConfigDict:
+def reference_rm(sft_run: str, preset: str, grad_accum: int) -> ml_collections.ConfigDict:
     """`RLHF/scripts/13b-v1.5-336/train_reward_model.sh`: LoRA r64 / alpha 16 on q, k, v, o, gate, up, down of the
     SFT model (a frozen bf16 base) + a scalar head; Fact-RLHF prompt with the COCO captions / A-OKVQA rationales of
     `image_to_caption.json`; 32 pairs per step, lr 2e-5 constant after a 3 % warmup, no weight decay, grad-norm
@@ -13,6 +13,7 @@ def reference_rm(sft_run: str, grad_accum: int) -> ml_collections.ConfigDict:
     checkpoint-200, so the run stops at step 200 (about 0.67 epoch of the 9.5k training pairs)."""
     c = reward.default_config()
     c.init.model = sft_run
+    c.init.preset = preset  # what `fact-rlhf plan` plans with where sft_run is not readable
     c.init.param_dtype = "bfloat16"
     c.lora.rank, c.lora.alpha = 64, 16.0
     c.reward.prompt = "fact_rlhf"

@@ -15,4 +15,4 @@ _spec.loader.exec_module(common)
 
 
 def get_config(arg=None):
-    return common.reference_rm("runs/sft_13b", grad_accum=4)
+    return common.reference_rm("runs/sft_13b", "llava_13b_336", grad_accum=4)

@@ -15,4 +15,4 @@ _spec.loader.exec_module(common)
 
 
 def get_config(arg=None):
-    return common.reference_rm("runs/sft_7b", grad_accum=2)
+    return common.reference_rm("runs/sft_7b", "llava_7b_224", grad_accum=2)

@@ -120,6 +120,13 @@ def collate_dpo(examples: Sequence[dict], *, buckets: Sequence[int], pad_id: int
     }
 
 
+def filler_pair(image_size: int, pad_id: int) -> dict:
+    """The example that pads a short final batch (valid 0, record -1)."""
+    one = (np.full((1,), pad_id, np.int32), np.full((1,), IGNORE_INDEX, np.int32))
+    return {"chosen": one, "rejected": one, "pixel_values": image_lib.zeros(image_size),
+            "ref_logps": np.zeros((2,), np.float32), "valid": np.int32(0), "record": np.full((2,), -1, np.int32)}
+
+
 def build_dpo_loader(sources, tokenizer, *, template: str = "vicuna_v1", image_token_id: int, num_image_tokens: int,
                      image_size: int, max_length: int, global_batch_size: int, seed: int,
                      rows: np.ndarray | None = None, shuffle: bool = True, num_epochs: int | None = None,
@@ -137,15 +144,9 @@ def build_dpo_loader(sources, tokenizer, *, template: str = "vicuna_v1", image_t
                            num_image_tokens=num_image_tokens, image_size=image_size, max_length=max_length,
                            pad_to_square=pad_to_square, reference=reference).prepare
 
-    def filler():
-        one = (np.full((1,), pad_id, np.int32), np.full((1,), IGNORE_INDEX, np.int32))
-        return {"chosen": one, "rejected": one, "pixel_values": image_lib.zeros(image_size),
-                "ref_logps": np.zeros((2,), np.float32), "valid": np.int32(0),
-                "record": np.full((2,), -1, np.int32)}
-
     return pipeline.build_loader(
         sources, make_prepare=make_prepare, collate=lambda ex: collate_dpo(ex, buckets=buckets, pad_id=pad_id),
-        filler=filler, global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+        filler=lambda: filler_pair(image_size, pad_id), global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
         process_index=process_index, process_count=process_count, read_threads=read_threads,
         pad_final_batch=pad_final_batch, row_filter=rows, max_length=max_length, buckets=buckets, pad_id=pad_id,
         pad_side="right", strict=strict)

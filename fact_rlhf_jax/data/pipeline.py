@@ -14,9 +14,10 @@ Batch (host-local, B = global_batch_size // process_count):
   pixel_values float32 [B, 3, image_size, image_size] (zeros without an image).
 T is the smallest length bucket that holds the longest example of the batch.
 
-Host sharding: the shuffled global stream is split round-robin, host p taking positions
-p, p+P, ...; so host p's k-th batch plus the other hosts' k-th batches are exactly global
-positions [k*B_global, (k+1)*B_global) of the stream (before bad records are skipped).
+Host sharding: host p of P takes positions [k*B_global + p*B, k*B_global + (p+1)*B) of the shuffled
+global stream for every global batch k; so the hosts' k-th batches side by side, in process order, are
+global positions [k*B_global, (k+1)*B_global) in stream order (before bad records are skipped), and a
+run's global batches are the same arrays on any number of hosts.
 """
 
 from __future__ import annotations
@@ -324,10 +325,16 @@ def build_loader(
         ds = ds.shuffle(seed=seed)
     ds = ds.repeat(num_epochs).map_with_index(lambda position, row: (position, row))
     if process_count > 1:
-        ds = ds[process_index::process_count]
+        ds = host_share(ds, global_batch_size, process_index, process_count, pad_final_batch)
     strict = bool(loader_info.get("strict", False))
     prepare = make_prepare(opened)
-    ds = ds.map(lambda item: skip_or_raise(lambda: prepare(int(item[0]), int(item[1][0]), int(item[1][1])), strict))
+
+    def example(item):
+        if isinstance(item, str):  # _PAST_THE_END, a slot beyond the stream's end (host_share)
+            return filler()
+        return skip_or_raise(lambda: prepare(int(item[0]), int(item[1][0]), int(item[1][1])), strict)
+
+    ds = ds.map(example)
     local_batch = global_batch_size // process_count
     read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=max(2 * local_batch, 16))
     it_ds = _SkipBadAndBatch(ds.to_iter_dataset(read), local_batch, collate, filler, pad_final_batch=pad_final_batch)
@@ -335,6 +342,25 @@ def build_loader(
     info.update(loader_info)
     return Loader(it_ds, source_paths=[s.path for s in specs], global_batch_size=global_batch_size,
                      local_batch_size=local_batch, num_records=len(rows), **info)
+
+
+_PAST_THE_END = "past the end"  # a host's slot in the last global batch beyond a finite stream: a filler row
+
+
+def host_share(ds: grain.MapDataset, global_batch: int, process_index: int, process_count: int,
+               pad_final_batch: bool) -> grain.MapDataset:
+    """Host p's share of the global stream: positions [k*G + p*b, k*G + (p+1)*b) of each global batch k (G rows,
+    b = G / P per host). With `pad_final_batch`, every host has a share of the last, partial global batch of a
+    finite stream (slots past its end are `_PAST_THE_END`, filler rows), so all hosts hold the same number of
+    batches; without, that partial batch is dropped."""
+    local, n = global_batch // process_count, len(ds)
+    batches = -(-n // global_batch) if pad_final_batch else n // global_batch
+
+    def slot(j: int):
+        position = (j // local) * global_batch + process_index * local + j % local
+        return ds[position] if position < n else _PAST_THE_END
+
+    return grain.MapDataset.range(batches * local).map(slot)
 
 
 def build_sft_loader(
@@ -445,9 +471,12 @@ def to_global(batch: dict[str, np.ndarray], mesh, *, pad_side: str = "right", pa
 
 
 def write_bad_record_report(loader: Loader, workdir: str, filename: str = "bad_records.json") -> str:
-    """Writes `{workdir}/bad_records.json` (counts by reason + example messages) and logs the counts."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, filename)
+    """Writes `{workdir}/bad_records.json` (counts by reason + example messages; workdir local or on a bucket) and
+    logs the counts."""
+    from fact_rlhf_jax import paths
+
+    path = paths.workdir(workdir) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "counts": dict(sorted(loader.bad_records.items())),
         "total": int(sum(loader.bad_records.values())),
@@ -455,9 +484,6 @@ def write_bad_record_report(loader: Loader, workdir: str, filename: str = "bad_r
         "sources": loader.source_paths,
         "strict": loader.strict,
     }
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, path)
+    paths.write_atomic(path, json.dumps(report, indent=2))
     log.info("bad records: %s (total %d) -> %s", report["counts"] or "none", report["total"], path)
-    return path
+    return os.fspath(path)

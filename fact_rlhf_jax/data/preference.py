@@ -125,6 +125,13 @@ def collate_pairs(examples: Sequence[dict], *, buckets: Sequence[int], pad_id: i
     }
 
 
+def filler_pair(image_size: int, pad_id: int) -> dict:
+    """The example that pads a short final batch (valid 0)."""
+    one = np.full((1,), pad_id, np.int32)
+    return {"input_ids_1": one, "input_ids_2": one, "pixel_values": image_lib.zeros(image_size),
+            "choice": np.int32(0), "valid": np.int32(0)}
+
+
 def build_preference_loader(sources, tokenizer, *, template_text: str, captions: Mapping | None, image_token_id: int,
                             num_image_tokens: int, image_size: int, max_length: int, global_batch_size: int,
                             seed: int, rows: np.ndarray | None = None, shuffle: bool = True,
@@ -142,14 +149,9 @@ def build_preference_loader(sources, tokenizer, *, template_text: str, captions:
                                   image_size=image_size, max_length=max_length, seed=seed,
                                   pad_to_square=pad_to_square).prepare
 
-    def filler():
-        one = np.full((1,), pad_id, np.int32)
-        return {"input_ids_1": one, "input_ids_2": one, "pixel_values": image_lib.zeros(image_size),
-                "choice": np.int32(0), "valid": np.int32(0)}
-
     return pipeline.build_loader(
         sources, make_prepare=make_prepare, collate=lambda ex: collate_pairs(ex, buckets=buckets, pad_id=pad_id),
-        filler=filler, global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+        filler=lambda: filler_pair(image_size, pad_id), global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
         process_index=process_index, process_count=process_count, read_threads=read_threads,
         pad_final_batch=pad_final_batch, row_filter=rows, max_length=max_length, buckets=buckets, pad_id=pad_id,
         pad_side="left", strict=strict)

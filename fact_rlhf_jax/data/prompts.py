@@ -144,6 +144,15 @@ def query_length(cfg: LlavaConfig, query_len: int) -> int:
     return query_len - 1 + cfg.num_image_tokens
 
 
+def filler_prompt(policy_cfg: LlavaConfig, reward_cfg: LlavaConfig, pad_id: int) -> dict:
+    """The example that pads a short final batch (valid 0)."""
+    return {"query_ids": np.full((1,), pad_id, np.int32), "reward_query_ids": np.full((1,), pad_id, np.int32),
+            "pixel_values": image_lib.zeros(policy_cfg.vision.image_size),
+            "reward_pixel_values": image_lib.zeros(reward_cfg.vision.image_size),
+            "instruction_ids": np.full((1,), pad_id, np.int32), "caption_type": np.int32(1),
+            "length_bonus": np.float32(0.0), "valid": np.int32(0)}
+
+
 def build_prompt_loader(sources, tokenizer, *, policy_cfg: LlavaConfig, reward_cfg: LlavaConfig, template_text: str,
                         captions: Mapping | None, query_len: int, instruction_length: int, global_batch_size: int,
                         seed: int, conv_template: str = "vicuna_v1", shuffle: bool = True,
@@ -161,15 +170,8 @@ def build_prompt_loader(sources, tokenizer, *, policy_cfg: LlavaConfig, reward_c
                               instruction_length=instruction_length, conv_template=conv_template, seed=seed,
                               pad_to_square=pad_to_square).prepare
 
-    def filler():
-        return {"query_ids": np.full((1,), pad_id, np.int32), "reward_query_ids": np.full((1,), pad_id, np.int32),
-                "pixel_values": image_lib.zeros(policy_cfg.vision.image_size),
-                "reward_pixel_values": image_lib.zeros(reward_cfg.vision.image_size),
-                "instruction_ids": np.full((1,), pad_id, np.int32), "caption_type": np.int32(1),
-                "length_bonus": np.float32(0.0), "valid": np.int32(0)}
-
     return pipeline.build_loader(
         sources, make_prepare=make_prepare, collate=lambda ex: collate_prompts(ex, pad_id=pad_id, **lengths),
-        filler=filler, global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+        filler=lambda: filler_prompt(policy_cfg, reward_cfg, pad_id), global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
         process_index=process_index, process_count=process_count, read_threads=read_threads, max_length=None,
         buckets=(), pad_id=pad_id, pad_side="left", strict=strict)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from pathlib import Path
+import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
+
+from fact_rlhf_jax import paths
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,8 @@ class IteratorStateRestore(ocp.args.CheckpointArgs):
 class Checkpointer:
     """Thin wrapper over `ocp.CheckpointManager` for (state, data-iterator state)."""
 
-    def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True):
-        self.directory = Path(directory).absolute()
+    def __init__(self, directory: str | os.PathLike, *, keep: int = 3, async_save: bool = True):
+        self.directory = paths.workdir(directory)  # local or gs://
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             create=True,

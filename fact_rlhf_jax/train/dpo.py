@@ -36,6 +36,8 @@ Config (`default_config()`; configs/dpo/*.py):
                         LLaVA dir or {"path", "vision_tower"}; empty + data.shapesworld.num_images > 0: a
                         ShapesWorld and a tiny SFT model are prepared inside the workdir
   init.param_dtype      dtype of the loaded weights ("" = the source's; "bfloat16" halves the base's memory)
+  init.preset           the starting point's model preset (`models.config.preset`), for `fact-rlhf plan` where
+                        init.model is not readable
   model.remat           "" = the source's; "full" / "dots" rematerialise layers in the backward pass
   model.loss_chunk      > 0: log-probs from hidden states, that many positions of logits at a time
   lora.rank, lora.alpha, lora.targets    rank 0 = full fine-tuning
@@ -73,7 +75,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c = base_config()
     c.stage = "dpo"
-    c.init = ml_collections.ConfigDict(dict(model="", param_dtype=""))
+    c.init = ml_collections.ConfigDict(dict(model="", param_dtype="", preset=""))
     c.model = ml_collections.ConfigDict(dict(remat="", loss_chunk=0))
     c.lora = ml_collections.ConfigDict(dict(rank=64, alpha=16.0, targets=("q", "k", "v", "o", "gate", "up", "down")))
     c.dpo = ml_collections.ConfigDict(dict(loss="sigmoid", beta=0.1, label_smoothing=0.0, average_log_probs=False))
@@ -185,20 +187,9 @@ class DPOStage(PairDataStage):
             raise ValueError("config.data.train: no preference file")
         self.source = source
         card = pretrained.describe(source, param_dtype=config.init.get("param_dtype", "") or None)
-        if card.kind != "llava":
-            raise ValueError(f"config.init.model={source!r}: a {card.kind} model; DPO starts from a generator "
-                             "(an SFT or DPO run, or a LLaVA checkpoint)")
-        remat = config.model.get("remat", "")
-        self.model_cfg = card.config.replace(remat=remat) if remat else card.config
+        self._set_model(config, card)
         self.tokenizer_dir = data.tokenizer or card.tokenizer
         self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
-        self.lora_rank = int(config.lora.rank)
-        self.lora_targets = tuple(config.lora.targets)
-        self.lora_scale = float(config.lora.alpha) / self.lora_rank if self.lora_rank else 1.0
-        if not self.lora_rank and tuple(config.trainable) == ("lora/.*",):
-            raise ValueError("lora.rank=0 trains the whole model: set trainable to the LLaVA paths to train, "
-                             "e.g. --config.trainable='llm/.*' (add 'projector/.*' for the projector)")
-        self.max_length = int(data.max_text_length) - 1 + self.model_cfg.num_image_tokens
         self.train_sources = train_sources
         self.train_rows, self.eval_rows, self.eval_sources = preference.held_out_split(
             train_sources, eval_sources, int(data.eval_size), int(data.split_seed))
@@ -211,6 +202,34 @@ class DPOStage(PairDataStage):
             "llava", self.model_cfg, str(Path(self.tokenizer_dir).absolute()),
             base=pretrained.absolute(source) if self.lora_rank else None, adapter=adapter,
             extra={"stage": "dpo", "conv_template": data.template}))
+
+    @classmethod
+    def for_planning(cls, config: ml_collections.ConfigDict) -> "DPOStage":
+        """The model and loss side only (no tokenizer, data or weights), for `fact-rlhf plan`: the starting point
+        is `init.model` when readable here, else the model preset `init.preset`."""
+        from fact_rlhf_jax import pretrained
+
+        cls._check_dpo_settings(config.dpo)
+        stage = cls.__new__(cls)
+        stage.config, stage.workdir, stage.source = config, None, config.init.model
+        stage._set_model(config, pretrained.planning_card(config.init.model, config.init.get("preset", ""),
+                                                          preset_key="init.preset",
+                                                          param_dtype=config.init.get("param_dtype", "") or None))
+        return stage
+
+    def _set_model(self, config: ml_collections.ConfigDict, card) -> None:
+        if card.kind != "llava":
+            raise ValueError(f"config.init.model={config.init.model!r}: a {card.kind} model; DPO starts from a "
+                             "generator (an SFT or DPO run, or a LLaVA checkpoint)")
+        remat = config.model.get("remat", "")
+        self.model_cfg = card.config.replace(remat=remat) if remat else card.config
+        self.lora_rank = int(config.lora.rank)
+        self.lora_targets = tuple(config.lora.targets)
+        self.lora_scale = float(config.lora.alpha) / self.lora_rank if self.lora_rank else 1.0
+        if not self.lora_rank and tuple(config.trainable) == ("lora/.*",):
+            raise ValueError("lora.rank=0 trains the whole model: set trainable to the LLaVA paths to train, "
+                             "e.g. --config.trainable='llm/.*' (add 'projector/.*' for the projector)")
+        self.max_length = int(config.data.max_text_length) - 1 + self.model_cfg.num_image_tokens
 
     @staticmethod
     def _check_dpo_settings(dpo):
@@ -245,6 +264,13 @@ class DPOStage(PairDataStage):
         # full fine-tuning: the frozen copy is needed only for the reference pass; keep it as the policy's start
         self._start_params = self._prepare_reference(lambda: self._load_start(mesh, rules), mesh, rules)
         return None
+
+    def abstract_frozen(self, mesh, rules):
+        if not self.lora_rank:
+            return None
+        from fact_rlhf_jax import pretrained
+
+        return {"base": pretrained.abstract_llava(self.model_cfg, mesh, rules)}
 
     def load_pretrained(self, params, shardings):
         if self.lora_rank:
@@ -319,21 +345,22 @@ class DPOStage(PairDataStage):
 
         return len(open_source(spec))
 
-    def _reference_pass(self, params, spec, num_records: int, mesh, rules) -> np.ndarray:
-        from jax.sharding import NamedSharding, PartitionSpec
-
+    def reference_rows(self, mesh, process_count: int) -> int:
+        """Rows per host of a reference-pass batch: `eval_batch_size` (or `batch_size / grad_accum`) rounded up to
+        fill this host's data-parallel devices."""
         from fact_rlhf_jax import sharding as shd
-        from fact_rlhf_jax.train import reference_logps
 
-        process_count = jax.process_count()
         rows = int(self.config.eval_batch_size) if self.config.eval_batch_size > 0 else (
             int(self.config.batch_size) // int(self.config.grad_accum))
         dp_local = max(1, shd.data_parallel_size(mesh) // process_count)
-        per_host = -(-max(1, rows // process_count) // dp_local) * dp_local
-        every_record = np.stack([np.zeros(num_records, np.int64), np.arange(num_records)], axis=1)
-        loader = self._loader_for([spec], every_record, process_index=jax.process_index(),
-                                  process_count=process_count, batch_size=per_host, seed=0, shuffle=False,
-                                  num_epochs=1, pad_final_batch=True, with_reference=False)
+        return -(-max(1, rows // process_count) // dp_local) * dp_local
+
+    def reference_logps_fn(self, mesh, rules):
+        """The jitted reference pass `f(reference_params, batch) -> (record ids, log-probs [B, 2])`, replicated."""
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        from fact_rlhf_jax import sharding as shd
+
         replicated = NamedSharding(mesh, PartitionSpec())
         chunk = int(self.config.model.get("loss_chunk", 0) or 0)
 
@@ -342,7 +369,17 @@ class DPOStage(PairDataStage):
                 out, _ = sequence_logps(reference_params, self.model_cfg, batch, loss_chunk=chunk)
             return batch["record"], out
 
-        jitted = jax.jit(logps, out_shardings=(replicated, replicated))
+        return jax.jit(logps, out_shardings=(replicated, replicated))
+
+    def _reference_pass(self, params, spec, num_records: int, mesh, rules) -> np.ndarray:
+        from fact_rlhf_jax.train import reference_logps
+
+        process_count = jax.process_count()
+        every_record = np.stack([np.zeros(num_records, np.int64), np.arange(num_records)], axis=1)
+        loader = self._loader_for([spec], every_record, process_index=jax.process_index(),
+                                  process_count=process_count, batch_size=self.reference_rows(mesh, process_count),
+                                  seed=0, shuffle=False, num_epochs=1, pad_final_batch=True, with_reference=False)
+        jitted = self.reference_logps_fn(mesh, rules)
 
         def run(host_batch):
             record, out = jitted(params, self.to_global(host_batch, mesh))
@@ -364,7 +401,7 @@ class DPOStage(PairDataStage):
             value = self._tables[paths[s]][i]
             if np.isnan(value).any():
                 raise RuntimeError(f"{paths[s]}, record {i}: no reference log-probs (the reference pass skipped "
-                                   f"it); delete {Path(self.workdir) / 'reference_logps'} to recompute them")
+                                   f"it); delete {self.workdir}/reference_logps to recompute them")
             return value
 
         return lookup
@@ -395,3 +432,31 @@ def _given(source) -> bool:
 
 def build_stage(config, workdir):
     return DPOStage(config, workdir)
+
+
+def plan_programs(config, mesh, rules):
+    """`fact-rlhf plan` hook: the reference pass (once per pair, before training; forward only) and one train
+    step, both on pairs padded to the longest length, `max_text_length - 1 + num_image_tokens`."""
+    from fact_rlhf_jax import pretrained
+    from fact_rlhf_jax.data import dpo_pairs
+    from fact_rlhf_jax.plan import Program, collated_spec, sharded_batch, train_step_program
+
+    stage = DPOStage.for_planning(config)
+    cfg, length, accum = stage.model_cfg, stage.max_length, int(config.grad_accum)
+
+    def pairs(rows):
+        return collated_spec(lambda ex: dpo_pairs.collate_dpo(ex, buckets=(length,), pad_id=0),
+                             dpo_pairs.filler_pair(cfg.vision.image_size, 0), rows)
+
+    ref_rows = stage.reference_rows(mesh, 1)
+    ref_batch = sharded_batch(pairs(ref_rows), mesh)
+    reference = pretrained.abstract_llava(cfg, mesh, rules)
+    model = f"{cfg.text.num_layers}-layer LLaVA, {cfg.param_dtype} weights, remat {cfg.remat}"
+    ref_program = Program("reference_pass", f"reference log-probs of {ref_rows} pairs x 2 x {length} tokens "
+                          f"(forward only), {model}", stage.reference_logps_fn(mesh, rules),
+                          (reference, ref_batch), {"reference weights": reference, "batch": ref_batch})
+    trains = f"LoRA r{stage.lora_rank} on the frozen" if stage.lora_rank else "the whole (trainable paths of the)"
+    rows = int(config.batch_size)
+    what = (f"one optimizer update of {rows} pairs x 2 x {length} tokens ({accum} micro-batch"
+            f"{'es' if accum > 1 else ''} of {rows // accum}), {trains} {model}")
+    return [ref_program, train_step_program(stage, config, mesh, rules, pairs(rows), what)]

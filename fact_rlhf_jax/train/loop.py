@@ -14,8 +14,8 @@ import dataclasses
 import itertools
 import logging
 import math
+import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from fact_rlhf_jax import config as config_lib
+from fact_rlhf_jax import paths
 from fact_rlhf_jax import sharding as shd
 from fact_rlhf_jax.train import state as state_lib
 from fact_rlhf_jax.train.checkpoint import Checkpointer
@@ -120,8 +121,10 @@ def evaluate(stage: Stage, eval_step, params, mesh, config, process_index, proce
     return {f"eval/{k}": (s / c if c else float("nan")) for k, (s, c) in totals.items()}
 
 
-def run_training(config: ml_collections.ConfigDict, workdir: str | Path, stage: Stage | None = None) -> TrainResult:
-    workdir = Path(workdir)
+def run_training(config: ml_collections.ConfigDict, workdir: str | os.PathLike, stage: Stage | None = None
+                 ) -> TrainResult:
+    """Trains `config`'s stage in `workdir` (a local directory or a bucket URL such as gs://BUCKET/run)."""
+    workdir = paths.workdir(workdir)
     process_index, process_count = jax.process_index(), jax.process_count()
     is_chief = process_index == 0
     if is_chief:

@@ -1,6 +1,6 @@
 """Where metrics go: `WORKDIR/metrics.jsonl`, TensorBoard events in WORKDIR, a console progress bar.
 
-Only process 0 writes; the other hosts get a writer that does nothing.
+Only process 0 writes; the other hosts get a writer that does nothing. WORKDIR may be a bucket (gs://...).
 `metrics.jsonl` holds one JSON object per logged step:
   {"step": 10, "loss": 2.31, "lr": 1.2e-05, "tokens_per_s": 5123.0, ...,
    "eval/loss": 2.40, ...}
@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
-from pathlib import Path
 from typing import Any
+
+from fact_rlhf_jax import paths
 
 log = logging.getLogger(__name__)
 
@@ -23,18 +25,52 @@ def _plain(value: Any) -> float | int | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
+class JsonLines:
+    """An append-only text file of lines. On a local disk each line is appended as it comes; an object on a
+    bucket cannot be appended to, so there the lines are kept and the object rewritten whole at most every
+    `flush_secs` seconds and on `close` (starting from what it already holds, so a resumed run continues it)."""
+
+    def __init__(self, path, flush_secs: float = 30.0):
+        self.path, self.flush_secs = path, flush_secs
+        self._remote = paths.is_url(path)
+        self._file = None if self._remote else open(os.fspath(path), "a", buffering=1)
+        self._text = (path.read_text() if path.exists() else "") if self._remote else ""
+        self._flushed, self._pending = time.monotonic(), False
+
+    def write(self, line: str) -> None:
+        if self._file is not None:
+            self._file.write(line)
+            return
+        self._text += line
+        self._pending = True
+        if time.monotonic() - self._flushed >= self.flush_secs:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+        elif self._pending:
+            self.path.write_text(self._text)
+            self._flushed, self._pending = time.monotonic(), False
+
+    def close(self) -> None:
+        self.flush()
+        if self._file is not None:
+            self._file.close()
+
+
 class MetricsWriter:
-    def __init__(self, workdir: str | Path, *, total_steps: int, initial_step: int = 0, enabled: bool = True,
+    def __init__(self, workdir, *, total_steps: int, initial_step: int = 0, enabled: bool = True,
                  tensorboard: bool = True, progress: bool = True):
         self.enabled = enabled
-        self.workdir = Path(workdir)
+        self.workdir = paths.workdir(workdir)
         self._file = None
         self._tb = None
         self._bar = None
         if not enabled:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.workdir / "metrics.jsonl", "a", buffering=1)
+        self._file = JsonLines(self.workdir / "metrics.jsonl")
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter

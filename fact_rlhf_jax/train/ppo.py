@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from fact_rlhf_jax import paths
 from fact_rlhf_jax import sharding as shd
 from fact_rlhf_jax.pretrained import absolute as pretrained_absolute
 from fact_rlhf_jax.rl import advantages as adv_lib
@@ -57,7 +58,8 @@ def default_config() -> ml_collections.ConfigDict:
 
     c = base_config()
     c.stage = "ppo"
-    c.init = ml_collections.ConfigDict(dict(policy="", reward="", param_dtype=""))
+    # policy_preset / reward_preset: the starting points' model presets, for `fact-rlhf plan` where they are not readable
+    c.init = ml_collections.ConfigDict(dict(policy="", reward="", param_dtype="", policy_preset="", reward_preset=""))
     # A fresh policy adapter when init.policy has none (the reference's RL-init adapter is r64/alpha16 too).
     c.lora = ml_collections.ConfigDict(dict(rank=64, alpha=16.0, targets=("q", "k", "v", "o", "gate", "up", "down")))
     c.ppo = ml_collections.ConfigDict(dict(
@@ -110,6 +112,7 @@ def default_config() -> ml_collections.ConfigDict:
 def tiny_config() -> ml_collections.ConfigDict:
     """CPU-sized PPO on a ShapesWorld with the tiny SFT policy and the tiny Fact-RM (configs/ppo/tiny.py)."""
     c = default_config()
+    c.init.policy_preset = c.init.reward_preset = "tiny"  # `fact-rlhf plan` without the prepared models
     c.data.shapesworld.num_images = 2000
     c.data.query_len = 64
     c.data.instruction_length = 320
@@ -138,6 +141,23 @@ def _identity(source) -> str:
     return source if isinstance(source, str) else json.dumps(source, sort_keys=True)
 
 
+def _configured_adapter(config):
+    """The policy adapter `config.lora` describes (a fresh one when init.policy has none)."""
+    from fact_rlhf_jax import pretrained
+
+    return pretrained.AdapterSpec("lora", int(config.lora.rank), float(config.lora.alpha), tuple(config.lora.targets))
+
+
+def _shares_base(policy, reward) -> bool:
+    """Whether the policy's base (the starting point itself, or the base its adapter sits on) is the reward model's
+    base (`pretrained.Card`s of both)."""
+    if policy.adapter is not None and policy.base is not None:
+        policy_base = _identity(policy.base)
+    else:
+        policy_base = _identity(policy.location) + (f":{policy.params_path}" if policy.params_path else "")
+    return policy_base == _identity(reward.base)
+
+
 class PPOStage(Stage):
     name = "ppo"
 
@@ -149,7 +169,7 @@ class PPOStage(Stage):
 
         self.config = config
         self.workdir = workdir
-        data, ppo = config.data, config.ppo
+        data = config.data
         policy_source, reward_source = config.init.policy, config.init.reward
         train_sources = [tuple(s) for s in data.train]
         captions_path = data.captions
@@ -164,22 +184,9 @@ class PPOStage(Stage):
             raise ValueError("config.data.train: no prompt file")
         dtype = config.init.get("param_dtype", "") or None
         self.policy_source, self.reward_source = policy_source, reward_source
-        self.policy_card = pretrained.describe(policy_source, param_dtype=dtype)
-        self.reward_card = pretrained.describe(reward_source, param_dtype=dtype)
-        if self.reward_card.kind != "reward":
-            raise ValueError(f"config.init.reward={reward_source}: a {self.reward_card.kind} model, not a reward model")
-        self.policy_cfg, self.reward_cfg = self.policy_card.config, self.reward_card.config
-        # the policy's base: the starting point itself, or the base its adapter sits on
-        card = self.policy_card
-        if card.adapter is not None and card.base is not None:
-            self.policy_base_id = _identity(card.base)
-        else:
-            self.policy_base_id = _identity(card.location) + (f":{card.params_path}" if card.params_path else "")
-        self.shared_base = self.policy_base_id == _identity(self.reward_card.base)
-        self.policy_adapter = card.adapter or pretrained.AdapterSpec("lora", int(config.lora.rank),
-                                                                      float(config.lora.alpha),
-                                                                      tuple(config.lora.targets))
-        self.value_adapter = self.reward_card.adapter
+        policy_card = pretrained.describe(policy_source, param_dtype=dtype)
+        reward_card = pretrained.describe(reward_source, param_dtype=dtype)
+        self._set_models(config, policy_card, reward_card, _shares_base(policy_card, reward_card))
         self.tokenizer_dir = data.tokenizer or self.policy_card.tokenizer
         self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
         self.eos_id = int(self.tokenizer.eos_token_id)
@@ -189,6 +196,49 @@ class PPOStage(Stage):
         captions_path = captions_path or self.reward_card.extra.get("captions", "")
         self.captions = preference.load_captions(captions_path) if reward_input.is_factual(self.template_text) else None
         self.train_sources = train_sources
+        self._set_rollout_settings(config)
+        self._loader = None
+        pretrained.write_card(workdir, pretrained.Card(
+            "llava", self.policy_cfg, str(Path(self.tokenizer_dir).absolute()),
+            base=self._policy_base_source(), adapter=dataclasses.replace(self.policy_adapter, path="policy"),
+            extra={"stage": "ppo", "reward_model": _identity(reward_source)}))
+
+    @classmethod
+    def for_planning(cls, config: ml_collections.ConfigDict) -> "PPOStage":
+        """The model side only (no tokenizer, data or weights), for `fact-rlhf plan`. A starting point readable here
+        is described as for training; otherwise its preset (init.policy_preset / init.reward_preset) stands in,
+        laid out as the reference recipe: the policy a `config.lora` adapter on its base (the RL-init run, so also
+        the frozen reference), the reward model an adapter of the same spec plus a head, one base shared by both
+        when both presets are the same model."""
+        from fact_rlhf_jax import pretrained
+
+        stage = cls.__new__(cls)
+        stage.config, stage.workdir = config, None
+        init, dtype, spec = config.init, config.init.get("param_dtype", "") or None, _configured_adapter(config)
+        policy = pretrained.planning_card(init.policy, init.get("policy_preset", ""), preset_key="init.policy_preset",
+                                          param_dtype=dtype, adapter=spec)
+        reward = pretrained.planning_card(init.reward, init.get("reward_preset", ""), preset_key="init.reward_preset",
+                                          param_dtype=dtype, kind="reward", adapter=spec)
+        if policy.location and reward.location:  # both described from their sources
+            shared = _shares_base(policy, reward)
+        else:
+            shared = not policy.location and not reward.location and policy.config == reward.config
+        stage._set_models(config, policy, reward, shared)
+        stage._set_rollout_settings(config)
+        stage.eos_id, stage.pad_id = 2, 0  # LLaMA's </s> and <unk>; the ids do not change the programs' shapes
+        return stage
+
+    def _set_models(self, config, policy_card, reward_card, shared_base: bool) -> None:
+        if reward_card.kind != "reward":
+            raise ValueError(f"config.init.reward={reward_card.location or config.init.reward}: a {reward_card.kind} "
+                             "model, not a reward model")
+        self.policy_card, self.reward_card, self.shared_base = policy_card, reward_card, shared_base
+        self.policy_cfg, self.reward_cfg = policy_card.config, reward_card.config
+        self.policy_adapter = policy_card.adapter or _configured_adapter(config)
+        self.value_adapter = reward_card.adapter
+
+    def _set_rollout_settings(self, config) -> None:
+        ppo = config.ppo
         self.shaping = shaping.ShapingConfig(
             kl_coef=float(ppo.kl_coef), kl_estimator=ppo.kl_estimator, stop_penalty=float(ppo.stop_penalty),
             relative_stop_penalty=bool(ppo.relative_stop_penalty), length_bonus_score=float(ppo.length_bonus_score),
@@ -202,11 +252,6 @@ class PPOStage(Stage):
                              f"{step_batch}")
         self.minibatches = batch // step_batch
         self.updates_per_step = int(ppo.noptepochs) * self.minibatches
-        self._loader = None
-        pretrained.write_card(workdir, pretrained.Card(
-            "llava", self.policy_cfg, str(Path(self.tokenizer_dir).absolute()),
-            base=self._policy_base_source(), adapter=dataclasses.replace(self.policy_adapter, path="policy"),
-            extra={"stage": "ppo", "reward_model": _identity(reward_source)}))
 
     def _policy_base_source(self):
         card = self.policy_card
@@ -251,6 +296,18 @@ class PPOStage(Stage):
             frozen["reward_base"] = reward.params
         self._initial = {"policy": policy.adapter, "value": reward.adapter}
         log.info("PPO bases: %s", "one shared by all four roles" if self.shared_base else "policy + reward model")
+        return frozen
+
+    def abstract_frozen(self, mesh, rules):
+        from fact_rlhf_jax import pretrained
+
+        frozen = {"policy_base": pretrained.abstract_llava(self.policy_cfg, mesh, rules),
+                  "reward": {"lora": pretrained.abstract_adapter(self.reward_cfg, self.value_adapter, mesh, rules),
+                             "head": pretrained.abstract_head(self.reward_cfg, mesh)}}
+        if self.policy_card.adapter is not None:
+            frozen["ref"] = pretrained.abstract_adapter(self.policy_cfg, self.policy_adapter, mesh, rules)
+        if not self.shared_base:
+            frozen["reward_base"] = pretrained.abstract_llava(self.reward_cfg, mesh, rules)
         return frozen
 
     def load_pretrained(self, params, shardings):
@@ -471,7 +528,8 @@ class PPOStep:
                                                   shuffle_key)
         jax.block_until_ready(params)
         t3 = time.perf_counter()
-        new_state = {"step": jnp.asarray(step + 1, jnp.int32), "params": params, "opt_state": opt_state, "rng": rng}
+        # state["step"] + 1 stays a global (replicated) array: a multi-host checkpoint cannot save a local one
+        new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": rng}
         metrics = {k: float(v) for k, v in jax.device_get({**stats, **updates}).items()}
         generated = int(np.asarray(lengths).sum()) * jax.process_count()
         metrics.update(lr=float(ctx.schedule(step)), rollout_seconds=t1 - t0, scoring_seconds=t2 - t1,
@@ -486,9 +544,9 @@ class PPOStep:
         image_id = stage.policy_cfg.image_token_id
         local = {k: _local_rows(v, mesh) for k, v in {"score": rows["score"], "reward": rows["sequence_reward"],
                                                         **{f"reward/{k}": v for k, v in rows["parts"].items()}}.items()}
-        path = Path(self.ctx.workdir) / "rollouts" / f"step_{step}.jsonl"
+        path = paths.workdir(self.ctx.workdir) / "rollouts" / f"step_{step}.jsonl"  # local or on a bucket
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
+        with path.open("w", encoding="utf-8") as f:
             for i, text in enumerate(texts):
                 if not host_batch["valid"][i]:
                     continue
@@ -533,3 +591,64 @@ def shapesworld_start(config: ml_collections.ConfigDict, workdir: str) -> tuple[
 
 def build_stage(config, workdir):
     return PPOStage(config, workdir)
+
+
+def plan_programs(config, mesh, rules):
+    """`fact-rlhf plan` hook: the three programs of one PPO step as `PPOStep` jits them: the sampler on a rollout
+    batch of `batch_size` prompts, the scoring pass over the rollouts (`ppo.scoring_batch_size` rows at a time)
+    and the update (`noptepochs` x minibatches of `step_batch_size` rows, each in `grad_accum` micro-batches).
+    The frozen bases, adapters and head are arguments of each; the optimizer state stays on the devices while
+    sampling and scoring. Prompts are padded to `query_len`, instructions to `instruction_length`, responses
+    to `max_new_tokens`."""
+    from fact_rlhf_jax import plan
+    from fact_rlhf_jax.data import prompts
+
+    stage = PPOStage.for_planning(config)
+    ppo, data = config.ppo, config.data
+    rows, step_rows, accum = int(config.batch_size), int(ppo.step_batch_size), int(config.grad_accum)
+    chunk = int(ppo.scoring_batch_size) if 0 < int(ppo.scoring_batch_size) < rows else rows
+    dp = shd.data_parallel_size(mesh)
+    for what, n in ((f"ppo.step_batch_size / grad_accum = {step_rows} / {accum} (rows per update micro-batch)",
+                     step_rows // accum), (f"ppo.scoring_batch_size = {chunk} (rows per scoring pass)", chunk)):
+        if step_rows % accum or n % dp:
+            raise ValueError(f"{what} does not split over the {dp} data-parallel devices of mesh "
+                             f"{dict(mesh.shape)}; change --config.grad_accum or --config.ppo.scoring_batch_size")
+    train = plan.abstract_train_state(stage, config, mesh, rules)
+    frozen = stage.abstract_frozen(mesh, rules)
+    step = PPOStep(stage, StepContext(optimizer=train.optimizer, schedule=train.schedule, mask=train.mask, mesh=mesh,
+                                      rules=rules, state_shardings=train.shardings, frozen=frozen, grad_accum=accum,
+                                      workdir="", is_chief=True))
+    params, opt_state, key = train.state["params"], train.state["opt_state"], train.state["rng"]
+    lengths = dict(query_length=prompts.query_length(stage.policy_cfg, int(data.query_len)),
+                   reward_query_length=prompts.query_length(stage.reward_cfg, int(data.query_len)),
+                   instruction_length=int(data.instruction_length))
+    batch = plan.sharded_batch(plan.collated_spec(
+        lambda ex: prompts.collate_prompts(ex, pad_id=0, **lengths),
+        prompts.filler_prompt(stage.policy_cfg, stage.reward_cfg, 0), rows), mesh)
+    gen = jax.eval_shape(step._generate, params, frozen, batch, key)
+    responses = plan.sharded_batch({"tokens": gen.tokens, "lengths": gen.lengths,
+                                    "symbolic bonus": jax.ShapeDtypeStruct((rows,), jnp.float32)}, mesh)
+    scoring_args = (params, frozen, batch, *responses.values())
+    rollout = plan.sharded_batch(jax.eval_shape(step._score, *scoring_args)[0], mesh)
+
+    new = int(ppo.max_new_tokens)
+    text = stage.policy_cfg.text
+    cache = 2 * text.num_layers * rows * (lengths["query_length"] + new) * text.num_kv_heads * text.dim_per_head
+    cache *= jnp.dtype(stage.policy_cfg.compute_dtype).itemsize
+    bases = "one base shared by policy and reward model" if stage.shared_base else "two bases (policy, reward model)"
+    held = {"optimizer state": opt_state}
+    inputs = {"parameters": params, "frozen weights": frozen, "prompt batch": batch}
+    return [
+        plan.Program("sample", f"{rows} rollouts of up to {new} new tokens after {lengths['query_length']}-token "
+                     f"prompts (KV cache {plan.format_bytes(cache)} over all devices); {bases}",
+                     step._generate, (params, frozen, batch, key), inputs, resident=held, while_trips=new - 1),
+        plan.Program("score", f"log-probs (policy, reference), values and reward-model scores of the {rows} "
+                     f"rollouts, {chunk} at a time, then rewards and GAE", step._score, scoring_args,
+                     {**inputs, "responses": responses}, resident=held),
+        plan.Program("update", f"{int(ppo.noptepochs)} epochs x {stage.minibatches} minibatches of {step_rows} "
+                     f"rollouts ({accum} micro-batch{'es' if accum > 1 else ''} of {step_rows // accum}): policy "
+                     "+ value LoRA and value head",
+                     step._update, (params, opt_state, rollout, frozen, key),
+                     {"parameters": params, "optimizer state": opt_state, "rollout": rollout,
+                      "frozen weights": frozen}, resident={"prompt batch": batch}),
+    ]

@@ -18,15 +18,17 @@ Training batches then carry each pair's two numbers (`data.dpo_pairs`, `ref_logp
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+
+from fact_rlhf_jax import paths
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +62,12 @@ def model_identity(source: Any, param_dtype: str) -> dict:
     while current is not None:
         card = pretrained.describe(current)
         step = None
-        if pretrained.is_workdir(card.location) and (Path(card.location) / "checkpoints").exists():
-            ckpt = Checkpointer(Path(card.location) / "checkpoints", async_save=False)
+        location = paths.local_or_url(card.location)
+        if pretrained.is_workdir(location) and (location / "checkpoints").exists():
+            ckpt = Checkpointer(location / "checkpoints", async_save=False)
             step = ckpt.latest_step()
             ckpt.close()
-        chain.append({"location": str(Path(card.location).absolute()), "checkpoint_step": step})
+        chain.append({"location": paths.absolute(card.location), "checkpoint_step": step})
         current = card.base
     spec = source.to_dict() if hasattr(source, "to_dict") else source if isinstance(source, str) else dict(source)
     return {"source": spec, "param_dtype": param_dtype, "chain": chain}
@@ -74,12 +77,13 @@ def cache_key(fingerprint: dict) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def load_table(workdir: str | Path, fingerprint: dict, num_records: int) -> np.ndarray | None:
-    """The stored table for `fingerprint`, or None when there is none (or it does not fit the file)."""
-    path = Path(workdir) / CACHE_DIR / f"{cache_key(fingerprint)}.npz"
+def load_table(workdir, fingerprint: dict, num_records: int) -> np.ndarray | None:
+    """The stored table for `fingerprint` in `workdir` (local or a bucket), or None when there is none (or it
+    does not fit the file)."""
+    path = paths.workdir(workdir) / CACHE_DIR / f"{cache_key(fingerprint)}.npz"
     if not path.exists():
         return None
-    with np.load(path) as data:
+    with np.load(io.BytesIO(path.read_bytes())) as data:
         table = data["logps"]
     if table.shape != (num_records, 2):
         log.warning("%s holds %s log-probs for a file of %d records; recomputing", path, table.shape, num_records)
@@ -87,16 +91,16 @@ def load_table(workdir: str | Path, fingerprint: dict, num_records: int) -> np.n
     return table
 
 
-def save_table(workdir: str | Path, fingerprint: dict, table: np.ndarray) -> Path:
-    """Writes the table (process 0 only), atomically."""
-    directory = Path(workdir) / CACHE_DIR
+def save_table(workdir, fingerprint: dict, table: np.ndarray):
+    """Writes the table (process 0 only), atomically; returns its path."""
+    directory = paths.workdir(workdir) / CACHE_DIR
     key = cache_key(fingerprint)
     path = directory / f"{key}.npz"
     if jax.process_index() == 0:
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f"{key}.tmp.npz"
-        np.savez(tmp, logps=table.astype(np.float32))
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        np.savez(buffer, logps=table.astype(np.float32))
+        paths.write_atomic(path, buffer.getvalue())
         info = {"format": FORMAT, "records": int(table.shape[0]),
                 "skipped": int(np.isnan(table[:, 0]).sum()), **fingerprint}
         (directory / f"{key}.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

@@ -10,6 +10,8 @@ Config (`default_config()`; configs/rm/*.py):
                         dir or {"path", "vision_tower"}; empty + data.shapesworld.num_images > 0: a ShapesWorld
                         and a tiny SFT model are prepared inside the workdir
   init.param_dtype      dtype of the frozen base ("" = the source's; "bfloat16" halves its memory)
+  init.preset           the starting point's model preset (`models.config.preset`), for `fact-rlhf plan` where
+                        init.model is not readable
   lora.rank, lora.alpha, lora.targets
   reward.prompt         "fact_rlhf" (facts in the instruction), "vanilla", or a text file with the template
   reward.center_coef    weight of the centering term (1e-3)
@@ -42,7 +44,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c = base_config()
     c.stage = "reward"
-    c.init = ml_collections.ConfigDict(dict(model="", param_dtype=""))
+    c.init = ml_collections.ConfigDict(dict(model="", param_dtype="", preset=""))
     c.lora = ml_collections.ConfigDict(dict(rank=64, alpha=16.0, targets=("q", "k", "v", "o", "gate", "up", "down")))
     c.reward = ml_collections.ConfigDict(dict(prompt="fact_rlhf", center_coef=1e-3))
     c.trainable = ("lora/.*", "head/.*")
@@ -70,6 +72,7 @@ def tiny_config(factual: bool = True) -> ml_collections.ConfigDict:
     workdir (configs/rm/tiny.py; the tiny PPO config trains one as its reward model)."""
     c = default_config()
     c.reward.prompt = "fact_rlhf" if factual else "vanilla"
+    c.init.preset = "tiny"  # `fact-rlhf plan` without the prepared SFT model (its vocabulary is the tokenizer's)
     c.data.shapesworld.num_images = 2000
     c.data.shapesworld.image_size = 56
     c.data.shapesworld.label_noise = 0.0
@@ -132,18 +135,14 @@ class RewardStage(PairDataStage):
             raise ValueError("config.data.train: no preference file")
         self.source = source
         self.card = pretrained.describe(source, param_dtype=config.init.get("param_dtype", "") or None)
-        self.model_cfg = self.card.config
+        self._set_model(config, self.card.config)
         self.tokenizer_dir = data.tokenizer or self.card.tokenizer
         self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
-        self.lora_rank = int(config.lora.rank)
-        self.lora_targets = tuple(config.lora.targets)
-        self.lora_scale = float(config.lora.alpha) / self.lora_rank
         self.template_text = reward_input.load_instruction(config.reward.prompt)
         self.factual = reward_input.is_factual(self.template_text)
         if self.factual and not captions_path:
             log.warning("a factual reward prompt without data.captions: records need their own 'captions' field")
         self.captions = preference.load_captions(captions_path) if self.factual else None
-        self.max_length = int(data.max_text_length) - 1 + self.model_cfg.num_image_tokens
         self.train_sources = train_sources
         self.train_rows, self.eval_rows, self.eval_sources = preference.held_out_split(
             train_sources, eval_sources, int(data.eval_size), int(data.split_seed))
@@ -155,6 +154,26 @@ class RewardStage(PairDataStage):
                    else config.reward.prompt,
                    "captions": str(Path(captions_path).absolute()) if captions_path else "",
                    "conv_template": data.template, "max_text_length": int(data.max_text_length)}))
+
+    @classmethod
+    def for_planning(cls, config: ml_collections.ConfigDict) -> "RewardStage":
+        """The model and loss side only (no tokenizer, data or weights), for `fact-rlhf plan`: the base is
+        `init.model` when readable here, else the model preset `init.preset`."""
+        from fact_rlhf_jax import pretrained
+
+        stage = cls.__new__(cls)
+        stage.config, stage.workdir, stage.source = config, None, config.init.model
+        card = pretrained.planning_card(config.init.model, config.init.get("preset", ""), preset_key="init.preset",
+                                        param_dtype=config.init.get("param_dtype", "") or None)
+        stage._set_model(config, card.config)
+        return stage
+
+    def _set_model(self, config: ml_collections.ConfigDict, model_cfg) -> None:
+        self.model_cfg = model_cfg
+        self.lora_rank = int(config.lora.rank)
+        self.lora_targets = tuple(config.lora.targets)
+        self.lora_scale = float(config.lora.alpha) / self.lora_rank
+        self.max_length = int(config.data.max_text_length) - 1 + model_cfg.num_image_tokens
 
     # --- model ------------------------------------------------------------------------------------
     def init_params(self, rng):
@@ -175,6 +194,11 @@ class RewardStage(PairDataStage):
 
         base = pretrained.load(self.source, mesh=mesh, rules=rules, param_dtype=self.model_cfg.param_dtype)
         return {"base": base.merged_params()}
+
+    def abstract_frozen(self, mesh, rules):
+        from fact_rlhf_jax import pretrained
+
+        return {"base": pretrained.abstract_llava(self.model_cfg, mesh, rules)}
 
     def loss(self, params, batch, rng) -> LossTerms:
         from fact_rlhf_jax.models import reward
@@ -204,3 +228,19 @@ class RewardStage(PairDataStage):
 
 def build_stage(config, workdir):
     return RewardStage(config, workdir)
+
+
+def plan_programs(config, mesh, rules):
+    """`fact-rlhf plan` hook: one train step (adapter + head; the frozen base an argument) on `batch_size` pairs,
+    both inputs of each padded to the longest length, `max_text_length - 1 + num_image_tokens`."""
+    from fact_rlhf_jax.data import preference
+    from fact_rlhf_jax.plan import collated_spec, train_step_program
+
+    stage = RewardStage.for_planning(config)
+    cfg, rows, accum = stage.model_cfg, int(config.batch_size), int(config.grad_accum)
+    batch = collated_spec(lambda ex: preference.collate_pairs(ex, buckets=(stage.max_length,), pad_id=0),
+                          preference.filler_pair(cfg.vision.image_size, 0), rows)
+    what = (f"one optimizer update of {rows} pairs x 2 x {stage.max_length} tokens ({accum} micro-batch"
+            f"{'es' if accum > 1 else ''} of {rows // accum}), LoRA r{stage.lora_rank} + head on a frozen "
+            f"{cfg.text.num_layers}-layer LLaVA, {cfg.param_dtype} weights, remat {cfg.remat}")
+    return [train_step_program(stage, config, mesh, rules, batch, what)]

@@ -149,7 +149,7 @@ class SFTStage(Stage):
 
         adapter = (pretrained.AdapterSpec("lora", self.lora_rank, float(config.lora.alpha), self.lora_targets)
                    if self.lora_rank else None)
-        base = str(Path(self.lora_base_source).absolute()) if self.lora_rank else None
+        base = pretrained.absolute(self.lora_base_source) if self.lora_rank else None
         pretrained.write_card(workdir, pretrained.Card(
             "llava", self.model_cfg, str(Path(tokenizer_dir).absolute()), base=base, adapter=adapter))
 
@@ -205,6 +205,13 @@ class SFTStage(Stage):
         shardings = jax.tree.map(lambda x: x.sharding, base.params)
         like = jax.eval_shape(lambda: llava.init(self.model_cfg, jax.random.key(0)))
         return {"base": pretrained.place_checked(base.merged_params(), like, shardings, self.lora_base_source)}
+
+    def abstract_frozen(self, mesh, rules):
+        if not self.lora_rank:
+            return None
+        from fact_rlhf_jax import pretrained
+
+        return {"base": pretrained.abstract_llava(self.model_cfg, mesh, rules)}
 
     def logits(self, params, batch):
         from fact_rlhf_jax.models import llava
@@ -304,7 +311,8 @@ def build_stage(config, workdir):
 
 
 def plan_programs(config, mesh, rules):
-    """`fact-rlhf plan` hook: one train step on the longest padded batch the config allows.
+    """`fact-rlhf plan` hook: one train step on the longest padded batch the config allows (with LoRA, the frozen
+    model it adapts, `init.params_from`, is an argument of the step; its shapes are those of `model.preset`).
 
     Rows: `batch_size` (global; the step splits them into `grad_accum` micro-batches); length: the last
     length bucket, `max_text_length - 1 + num_image_tokens`.
@@ -319,7 +327,8 @@ def plan_programs(config, mesh, rules):
     batch = {"input_ids": tokens, "attention_mask": tokens, "labels": tokens,
              "pixel_values": jax.ShapeDtypeStruct((rows, 3, size, size), jnp.float32)}
     accum = int(config.grad_accum)
+    trains = f"LoRA r{stage.lora_rank} on a frozen" if stage.lora_rank else "full fine-tune of"
     what = (f"one optimizer update of {rows} sequences x {length} tokens ({accum} micro-batch"
-            f"{'es' if accum > 1 else ''} of {rows // accum}), {config.model.preset}, "
+            f"{'es' if accum > 1 else ''} of {rows // accum}), {trains} {config.model.preset}, "
             f"{stage.model_cfg.param_dtype} weights, remat {stage.model_cfg.remat}")
     return [train_step_program(stage, config, mesh, rules, batch, what)]

@@ -91,6 +91,11 @@ class Stage:
         A dict whose top-level keys are added to the state's params before `loss` sees them."""
         return None
 
+    def abstract_frozen(self, mesh, rules) -> dict | None:
+        """What `frozen_params` would return, as `jax.ShapeDtypeStruct`s with their shardings, reading nothing
+        (`fact-rlhf plan`)."""
+        return None
+
     def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> LossTerms:
         raise NotImplementedError
 

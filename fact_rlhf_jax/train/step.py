@@ -158,24 +158,23 @@ def make_eval_step(eval_loss_fn: Callable[[Any, dict], LossTerms], mesh=None, ru
     return eval_step
 
 
+def jit_step_with_frozen(step, state_shardings, batch_shardings, mesh: Mesh, frozen_shardings: Any = None):
+    """Jits `step` with the state donated: `f(state, batch)`, or `f(state, batch, frozen)` with frozen weights
+    (not donated) in `frozen_shardings`."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    in_shardings = (state_shardings, batch_shardings)
+    if frozen_shardings is not None:
+        in_shardings += (frozen_shardings,)
+    return jax.jit(step, in_shardings=in_shardings, out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+
 def jit_train_step(step, state_shardings, batch_shardings, mesh: Mesh, frozen: Any = None):
     """Jits `step` with the state donated. With `frozen` weights, returns `f(state, batch)` that passes them
     as the (non-donated) third argument in their own shardings."""
-    replicated = NamedSharding(mesh, PartitionSpec())
     if frozen is None:
-        return jax.jit(
-            step,
-            in_shardings=(state_shardings, batch_shardings),
-            out_shardings=(state_shardings, replicated),
-            donate_argnums=(0,),
-        )
-    frozen_shardings = jax.tree.map(lambda x: x.sharding, frozen)
-    jitted = jax.jit(
-        step,
-        in_shardings=(state_shardings, batch_shardings, frozen_shardings),
-        out_shardings=(state_shardings, replicated),
-        donate_argnums=(0,),
-    )
+        return jit_step_with_frozen(step, state_shardings, batch_shardings, mesh)
+    jitted = jit_step_with_frozen(step, state_shardings, batch_shardings, mesh,
+                                  jax.tree.map(lambda x: x.sharding, frozen))
     return lambda state, batch: jitted(state, batch, frozen)
 
 

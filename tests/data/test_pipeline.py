@@ -102,10 +102,24 @@ def test_hosts_split_each_global_batch(llava_dir, llama_tokenizer):
     hosts = [take(iter(build(src, llama_tokenizer, process_index=p, process_count=2, **kw)), 3) for p in (0, 1)]
     for k in range(3):
         assert hosts[0][k]["input_ids"].shape[0] == 2
-        # host p holds global positions p, p + 2 of the batch
+        # host p holds global positions 2p, 2p + 1 of the batch: side by side, the hosts' batches are the global one
         for p in (0, 1):
-            np.testing.assert_array_equal(hosts[p][k]["input_ids"], whole[k]["input_ids"][p::2])
-            np.testing.assert_array_equal(hosts[p][k]["pixel_values"], whole[k]["pixel_values"][p::2])
+            np.testing.assert_array_equal(hosts[p][k]["input_ids"], whole[k]["input_ids"][2 * p:2 * p + 2])
+            np.testing.assert_array_equal(hosts[p][k]["pixel_values"], whole[k]["pixel_values"][2 * p:2 * p + 2])
+
+
+def test_hosts_share_the_last_partial_batch(llava_dir, llama_tokenizer):
+    """10 records in global batches of 4: the third batch has 2; with padding each host gets its half of it (host 1's
+    all filler), so both hosts hold 3 batches and stop together."""
+    src = [(str(llava_dir / "data.json"), str(llava_dir / "images"))]
+    kw = dict(global_batch_size=4, num_epochs=1, shuffle=False, length_buckets=[], pad_final_batch=True)
+    whole = list(build(src, llama_tokenizer, **kw))
+    hosts = [list(build(src, llama_tokenizer, process_index=p, process_count=2, **kw)) for p in (0, 1)]
+    assert [len(h) for h in hosts] == [3, 3] and len(whole) == 3
+    for k in range(3):
+        side_by_side = np.concatenate([hosts[0][k]["input_ids"], hosts[1][k]["input_ids"]])
+        np.testing.assert_array_equal(side_by_side, whole[k]["input_ids"])
+    assert (hosts[1][2]["labels"] == -100).all()  # filler rows only
 
 
 def test_one_epoch_sees_every_record_once(llava_dir, llama_tokenizer):

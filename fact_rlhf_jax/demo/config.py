@@ -81,9 +81,10 @@ SMOKE = DemoSettings(
     vision=Schedule(steps=4, batch=8, lr=1e-3, warmup=1, max_text_length=0),
     pretrain=Schedule(steps=6, batch=8, lr=3e-3, warmup=1, max_text_length=48),
     sft=Schedule(steps=8, batch=8, lr=3e-3, warmup=1, max_text_length=128),
-    reward=Schedule(steps=3, batch=4, lr=2e-3, warmup=1, max_text_length=512),
-    ppo=PPOSchedule(steps=2, rollout=8, minibatch=4, epochs=1, lr=1e-3, max_new_tokens=24, rank=4),
-    dpo=Schedule(steps=2, batch=4, lr=5e-4, warmup=1, max_text_length=256),
+    # batches of 8: they split over the 8 fake devices of the test suite
+    reward=Schedule(steps=3, batch=8, lr=2e-3, warmup=1, max_text_length=512),
+    ppo=PPOSchedule(steps=2, rollout=8, minibatch=8, epochs=1, lr=1e-3, max_new_tokens=24, rank=4),
+    dpo=Schedule(steps=2, batch=8, lr=5e-4, warmup=1, max_text_length=256),
     reward_eval_pairs=8, reward_rank=4,
     eval=EvalSettings(batch_size=16, description_tokens=48, mmhal_tokens=48, mc_tokens=24, pope_tokens=16,
                       resamples=200),

@@ -12,6 +12,7 @@ import jax
 
 from fact_rlhf_jax.models import config as mcfg
 from fact_rlhf_jax.models import llava
+from tests.train.multiprocess import uncached
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,9 +37,9 @@ def test_two_process_forward_equals_single_process(tmp_path):
     port = _free_port()
     procs = []
     for pid in range(2):
-        env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                   JAX_PROCESS_ID=str(pid), MULTIHOST_BATCH=str(tmp_path / "batch.npz"),
-                   PYTHONPATH=str(ROOT))
+        env = uncached(dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                            JAX_PROCESS_ID=str(pid), MULTIHOST_BATCH=str(tmp_path / "batch.npz"),
+                            PYTHONPATH=str(ROOT)))
         procs.append(subprocess.Popen([sys.executable, str(ROOT / "tests/models/multihost_worker.py"),
                                        str(tmp_path / "logits.npy")], env=env, cwd=ROOT,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))

@@ -18,8 +18,16 @@ def free_port() -> int:
 
 
 def env(devices: int, **extra) -> dict:
-    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-                PYTHONPATH=str(ROOT), **extra)
+    out = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+               PYTHONPATH=str(ROOT), **extra)
+    return uncached(out) if "JAX_COORDINATOR_ADDRESS" in extra else out
+
+
+def uncached(environ: dict) -> dict:
+    """`environ` without the tests' shared on-disk XLA cache: in a multi-process run, a process that loads a
+    program from the cache reaches the first collective long before one that compiles it, and under load the
+    wait outlasts gloo's 30 s rendezvous."""
+    return {k: v for k, v in environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
 
 
 def losses(workdir: Path, key: str = "loss") -> list[float]:

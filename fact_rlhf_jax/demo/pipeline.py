@@ -86,8 +86,13 @@ def check_settings(root: Path, settings: DemoSettings) -> None:
     path.write_text(json.dumps(current, indent=1) + "\n")
 
 
-def run_stages(root: str | Path, settings: DemoSettings, stages: list[Stage], *, out: TextIO = sys.stdout) -> dict:
-    """Runs `stages` in order (skipping finished ones) and returns {stage name: done record}."""
+def run_stages(root: str | Path, settings: DemoSettings, stages: list[Stage], *, out: TextIO | None = None) -> dict:
+    """Runs `stages` in order (skipping finished ones) and returns {stage name: done record}.
+
+    Progress lines go to `out`, or to whatever `sys.stdout` is at call time (not import time, so a
+    redirected stdout is honoured).
+    """
+    out = sys.stdout if out is None else out
     ctx = Context(Path(root), settings)
     check_settings(ctx.root, settings)
     records: dict[str, dict[str, Any]] = {}

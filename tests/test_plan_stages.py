@@ -127,6 +127,10 @@ def test_ppo_plan_rejects_micro_batches_that_do_not_split(capsys):
                      "--config.ppo.step_batch_size=16", "--config.grad_accum=4"])
     assert code == 2
     assert "ppo.step_batch_size / grad_accum = 16 / 4" in capsys.readouterr().err
+    code = cli.main(["plan", "--config", "configs/ppo/tiny.py", "--mesh", "fsdp=8", "--backend", "cpu",
+                     "--config.ppo.rollout_chunk_size=12"])  # 12 prompts per pass split over 8 devices: no
+    assert code == 2
+    assert "ppo.rollout_chunk_size = 12" in capsys.readouterr().err
 
 
 def test_a_source_that_is_not_here_needs_a_preset(capsys):

@@ -78,3 +78,19 @@ def in_chunks(fn, arrays: dict, chunk: int):
     split = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(chunk, k, *x.shape[1:]), 0, 1), arrays)
     out = jax.lax.map(fn, split)
     return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape(b, *x.shape[2:]), out)
+
+
+def sample_in_chunks(sample, rows: dict, rng: jax.Array, chunk: int):
+    """`sample(rows, key) -> pytree of [c, ...]` called once per chunk of `chunk` rows, outside any jit, so every
+    call runs the same compiled sampler and only one chunk's KV cache is live at a time (a `lax.map` inside one
+    program lets the compiler keep more). Chunk j holds rows j, j + B/c, ... (local to each device of a batch
+    sharded in blocks) and gets key j of `jax.random.split(rng, B / chunk)`; chunk >= B: one call with `rng`."""
+    b = jax.tree.leaves(rows)[0].shape[0]
+    if chunk <= 0 or chunk >= b:
+        return sample(rows, rng)
+    if b % chunk:
+        raise ValueError(f"{b} prompts do not split into sampler chunks of {chunk}")
+    k = b // chunk
+    outs = [sample(jax.tree.map(lambda x: x[j::k], rows), key) for j, key in enumerate(jax.random.split(rng, k))]
+    return jax.tree.map(lambda *xs: jnp.stack(xs, axis=1).reshape(b, *xs[0].shape[1:]), *outs)
+

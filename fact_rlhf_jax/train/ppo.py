@@ -12,7 +12,8 @@ held; otherwise two (the 7B recipe pairs a 7B policy with a 13B reward model).
 
 One loop step = one rollout batch of `batch_size` prompts:
   1. sample responses with the jitted sampler (temperature 1, top-p 1, `max_new_tokens`), stop at EOS (and
-     optionally the reference's question-mark ids);
+     optionally the reference's question-mark ids), `ppo.rollout_chunk_size` prompts per sampler call (all by
+     default; fewer bound the KV cache, which is most of the sampler's memory at 13B);
   2. score: policy and reference log-probs, values, the reward model on prompt + response + the evaluation
      instruction with the prompt's facts freshly shuffled; symbolic bonuses from the decoded text;
   3. shape the rewards (`rl.shaping`), scale by `reward_scale` (x10) or whiten, GAE (`rl.advantages`), whiten
@@ -48,6 +49,8 @@ from fact_rlhf_jax.rl import shaping
 from fact_rlhf_jax.train.stage import LossTerms, Stage, StepContext
 from fact_rlhf_jax.train.step import accumulate_gradients, with_frozen
 from fact_rlhf_jax.train.trainable import merge, partition
+
+SAMPLER_INPUTS = ("query_ids", "query_mask", "pixel_values")  # the prompt batch's arrays the sampler reads
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,7 @@ def default_config() -> ml_collections.ConfigDict:
         token_mask="response",  # "response": statistics and losses over response tokens; "all": every slot
         init_value_from_reward=True,
         scoring_batch_size=0,  # rows per forward pass when scoring a rollout (0: all at once)
+        rollout_chunk_size=0,  # prompts per sampler pass (0: all at once); the KV cache of one chunk is live at a time
         save_rollouts_every=10,
     ))
     c.trainable = ("policy/.*", "value/.*")
@@ -512,7 +516,9 @@ class PPOStep:
         t0 = time.perf_counter()
         batch = shd.host_local_to_global(host_batch, ctx.mesh)
         rng, gen_key, shuffle_key = jax.random.split(state["rng"], 3)
-        gen = self._generate(state["params"], ctx.frozen, batch, gen_key)
+        prompts = {k: batch[k] for k in SAMPLER_INPUTS}
+        gen = ro.sample_in_chunks(lambda rows, key: self._generate(state["params"], ctx.frozen, rows, key), prompts,
+                                  gen_key, int(stage.config.ppo.rollout_chunk_size))
         tokens, lengths = _local_rows(gen.tokens, ctx.mesh), _local_rows(gen.lengths, ctx.mesh)
         texts = [stage.tokenizer.decode(row[:n], skip_special_tokens=True, clean_up_tokenization_spaces=False)
                  for row, n in zip(tokens, lengths)]
@@ -607,12 +613,15 @@ def plan_programs(config, mesh, rules):
     ppo, data = config.ppo, config.data
     rows, step_rows, accum = int(config.batch_size), int(ppo.step_batch_size), int(config.grad_accum)
     chunk = int(ppo.scoring_batch_size) if 0 < int(ppo.scoring_batch_size) < rows else rows
+    sampled = int(ppo.rollout_chunk_size) if 0 < int(ppo.rollout_chunk_size) < rows else rows
     dp = shd.data_parallel_size(mesh)
     for what, n in ((f"ppo.step_batch_size / grad_accum = {step_rows} / {accum} (rows per update micro-batch)",
-                     step_rows // accum), (f"ppo.scoring_batch_size = {chunk} (rows per scoring pass)", chunk)):
-        if step_rows % accum or n % dp:
+                     step_rows // accum), (f"ppo.scoring_batch_size = {chunk} (rows per scoring pass)", chunk),
+                    (f"ppo.rollout_chunk_size = {sampled} (prompts per sampler pass)", sampled)):
+        if step_rows % accum or n % dp or rows % n:
             raise ValueError(f"{what} does not split over the {dp} data-parallel devices of mesh "
-                             f"{dict(mesh.shape)}; change --config.grad_accum or --config.ppo.scoring_batch_size")
+                             f"{dict(mesh.shape)} (or does not divide batch_size {rows}); change --config.grad_accum, "
+                             "--config.ppo.scoring_batch_size or --config.ppo.rollout_chunk_size")
     train = plan.abstract_train_state(stage, config, mesh, rules)
     frozen = stage.abstract_frozen(mesh, rules)
     step = PPOStep(stage, StepContext(optimizer=train.optimizer, schedule=train.schedule, mask=train.mask, mesh=mesh,
@@ -625,7 +634,9 @@ def plan_programs(config, mesh, rules):
     batch = plan.sharded_batch(plan.collated_spec(
         lambda ex: prompts.collate_prompts(ex, pad_id=0, **lengths),
         prompts.filler_prompt(stage.policy_cfg, stage.reward_cfg, 0), rows), mesh)
-    gen = jax.eval_shape(step._generate, params, frozen, batch, key)
+    prompts_in = {k: batch[k] for k in SAMPLER_INPUTS}
+    chunk_rows = plan.sharded_batch(jax.eval_shape(lambda b: jax.tree.map(lambda x: x[:sampled], b), prompts_in), mesh)
+    gen = jax.eval_shape(step._generate, params, frozen, prompts_in, key)
     responses = plan.sharded_batch({"tokens": gen.tokens, "lengths": gen.lengths,
                                     "symbolic bonus": jax.ShapeDtypeStruct((rows,), jnp.float32)}, mesh)
     scoring_args = (params, frozen, batch, *responses.values())
@@ -633,15 +644,17 @@ def plan_programs(config, mesh, rules):
 
     new = int(ppo.max_new_tokens)
     text = stage.policy_cfg.text
-    cache = 2 * text.num_layers * rows * (lengths["query_length"] + new) * text.num_kv_heads * text.dim_per_head
+    cache = 2 * text.num_layers * sampled * (lengths["query_length"] + new) * text.num_kv_heads * text.dim_per_head
     cache *= jnp.dtype(stage.policy_cfg.compute_dtype).itemsize
     bases = "one base shared by policy and reward model" if stage.shared_base else "two bases (policy, reward model)"
     held = {"optimizer state": opt_state}
     inputs = {"parameters": params, "frozen weights": frozen, "prompt batch": batch}
     return [
         plan.Program("sample", f"{rows} rollouts of up to {new} new tokens after {lengths['query_length']}-token "
-                     f"prompts (KV cache {plan.format_bytes(cache)} over all devices); {bases}",
-                     step._generate, (params, frozen, batch, key), inputs, resident=held, while_trips=new - 1),
+                     f"prompts, {sampled} at a time (KV cache {plan.format_bytes(cache)} over all devices); {bases}",
+                     step._generate, (params, frozen, chunk_rows, key),
+                     {"parameters": params, "frozen weights": frozen, "prompt chunk": chunk_rows},
+                     resident={**held, "prompt batch": batch}, while_trips=new - 1),
         plan.Program("score", f"log-probs (policy, reference), values and reward-model scores of the {rows} "
                      f"rollouts, {chunk} at a time, then rewards and GAE", step._score, scoring_args,
                      {**inputs, "responses": responses}, resident=held),

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import jax
 import jax.numpy as jnp
 
 from fact_rlhf_jax.rl import advantages, losses, shaping
@@ -125,3 +126,31 @@ def test_ppo_losses_match_numpy():
     np.testing.assert_allclose(got["clip_frac"], (pg2 > pg1)[m].mean(), rtol=1e-5)
     np.testing.assert_allclose(got["approx_kl"], (0.5 * (logp - old) ** 2)[m].mean(), rtol=1e-5)
     np.testing.assert_allclose(got["entropy"], ent[m].mean(), rtol=1e-5)
+
+
+def test_sample_in_chunks_interleaves_rows_and_keys():
+    """8 prompts in chunks of 2: chunk j = rows j, j + 4 with key j of split(rng, 4); the outputs return to
+    their rows, and one chunk of everything is a single call with rng itself."""
+    from fact_rlhf_jax.rl.rollout import sample_in_chunks
+
+    calls = []
+
+    def sample(rows, key):
+        calls.append(rows["ids"].shape[0])
+        draw = jax.random.uniform(key, (rows["ids"].shape[0],))
+        return {"row": rows["ids"] * 10, "draw": draw}
+
+    rows = {"ids": jnp.arange(8), "other": jnp.ones((8, 3))}
+    rng = jax.random.key(3)
+    out = sample_in_chunks(sample, rows, rng, 2)
+    assert calls == [2, 2, 2, 2]
+    np.testing.assert_array_equal(out["row"], np.arange(8) * 10)
+    keys = jax.random.split(rng, 4)
+    for i in range(8):
+        expected = jax.random.uniform(keys[i % 4], (2,))[i // 4]
+        np.testing.assert_allclose(out["draw"][i], expected, rtol=0, atol=0)
+    whole = sample_in_chunks(sample, rows, rng, 0)
+    np.testing.assert_array_equal(whole["draw"], jax.random.uniform(rng, (8,)))
+    with pytest.raises(ValueError, match="do not split"):
+        sample_in_chunks(sample, rows, rng, 3)
+

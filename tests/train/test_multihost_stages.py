@@ -57,7 +57,8 @@ def test_ppo_two_processes_equal_one(tiny_models, tmp_path):
                           f"--config.init.reward={tiny_models['reward']}",
                           f"--config.data.train={[(world['ppo_prompts'], world['images'], 1.0)]!r}",
                           "--config.batch_size=16", "--config.ppo.step_batch_size=8", "--config.ppo.max_new_tokens=8",
-                          "--config.num_steps=2", "--config.checkpoint.every=2", "--config.ppo.save_rollouts_every=2")
+                          "--config.num_steps=2", "--config.checkpoint.every=2", "--config.ppo.save_rollouts_every=2",
+                          "--config.ppo.rollout_chunk_size=8")  # two sampler calls, each with rows of every host
 
     single, multi = tmp_path / "single", tmp_path / "multi"
     run_one_and_two_processes(args, single, multi)

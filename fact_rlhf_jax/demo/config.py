@@ -46,6 +46,9 @@ class DemoSettings:
     sft_eval_images: int  # training images held out of pretraining and SFT (the SFT eval loss)
     image_size: int
     noise: float  # share of SFT descriptions that mention an object not in the image
+    # SFT conversations: an image's records merged into one, plus this many questions about the scene, so the
+    # model reads its image and earlier turns across the ~400 tokens of a reward-model input (demo/world.py)
+    sft_extra_qa: int
     # the three training stages of the SFT model: the vision tower on caption tags, captions with the plain
     # template (vision frozen), then SFT (everything trains)
     vision: Schedule
@@ -67,20 +70,22 @@ class DemoSettings:
     eval: EvalSettings = EvalSettings()
 
 
+REFERENCE_MAX_NEW_TOKENS = 896  # LLaVA-RLHF's PPO responses (reference section 5)
+
 FULL = DemoSettings(
-    train_images=4000, eval_images=200, sft_eval_images=50, image_size=48, noise=0.2,
+    train_images=4000, eval_images=200, sft_eval_images=50, image_size=48, noise=0.2, sft_extra_qa=8,
     vision=Schedule(steps=2000, batch=64, lr=1e-3, warmup=50, max_text_length=0),
     pretrain=Schedule(steps=800, batch=32, lr=3e-3, warmup=30, max_text_length=48),
-    sft=Schedule(steps=400, batch=16, lr=3e-3, warmup=20, max_text_length=128),
+    sft=Schedule(steps=250, batch=16, lr=3e-3, warmup=20, max_text_length=448),
     reward=Schedule(steps=100, batch=16, lr=2e-3, warmup=5, max_text_length=512),
     ppo=PPOSchedule(steps=30, rollout=32, minibatch=16, epochs=2, lr=1e-3, max_new_tokens=96),
     dpo=Schedule(steps=60, batch=16, lr=5e-4, warmup=5, max_text_length=256),
 )
 SMOKE = DemoSettings(
-    train_images=64, eval_images=16, sft_eval_images=8, image_size=48, noise=0.2,
+    train_images=64, eval_images=16, sft_eval_images=8, image_size=48, noise=0.2, sft_extra_qa=8,
     vision=Schedule(steps=4, batch=8, lr=1e-3, warmup=1, max_text_length=0),
     pretrain=Schedule(steps=6, batch=8, lr=3e-3, warmup=1, max_text_length=48),
-    sft=Schedule(steps=8, batch=8, lr=3e-3, warmup=1, max_text_length=128),
+    sft=Schedule(steps=8, batch=8, lr=3e-3, warmup=1, max_text_length=448),
     # batches of 8: they split over the 8 fake devices of the test suite
     reward=Schedule(steps=3, batch=8, lr=2e-3, warmup=1, max_text_length=512),
     ppo=PPOSchedule(steps=2, rollout=8, minibatch=8, epochs=1, lr=1e-3, max_new_tokens=24, rank=4),
@@ -212,6 +217,10 @@ def ppo_config(world: World, s: DemoSettings, sft_dir: str, reward_dir: str) -> 
     c.ppo.kl_coef = p.kl_coef
     # rewards unscaled: x10 (the reference) makes the fresh value head's loss dominate the shared gradient clip
     c.ppo.reward_scale = 1.0
+    # the length term is -10 * n / max_new_tokens * length_bonus: scaled so one response token earns what it
+    # earns under the reference's 896 new tokens (at 96, the reference's -10 pays 9x more per token and the
+    # length term outweighs the reward model)
+    c.ppo.length_bonus_score = -10.0 * p.max_new_tokens / REFERENCE_MAX_NEW_TOKENS
     c.ppo.save_rollouts_every = max(1, p.steps // 3)
     c.lora.rank = p.rank
     c.lora.alpha = float(p.rank)

@@ -23,7 +23,8 @@ def write_world(ctx: Context, workdir: Path) -> dict[str, Any]:
 
     s = ctx.settings
     world = write_demo_world(workdir, train_images=s.train_images, eval_images=s.eval_images,
-                             image_size=s.image_size, noise=s.noise, label_noise=s.label_noise, seed=s.seed, sft_eval_images=s.sft_eval_images)
+                             image_size=s.image_size, noise=s.noise, label_noise=s.label_noise, seed=s.seed,
+                             sft_eval_images=s.sft_eval_images, extra_qa=s.sft_extra_qa)
     return world.info["counts"]
 
 

@@ -139,6 +139,9 @@ def decode(params: dict, cfg: TextConfig, x: jax.Array, positions: jax.Array, ma
         h, ks, vs = x, [], []
         for i in range(cfg.num_layers):
             p, lp = layer(params["layers"], i), None if layer_lora is None else layer(layer_lora, i)
+            # tie the layer's weights to this step's activations: otherwise the compiler may hoist every layer's
+            # (fsdp-gathered) weights out of the decode loop and hold them all at once
+            h, p, lp = jax.lax.optimization_barrier((h, p, lp))
             h, (ck, cv) = _layer(cfg, h, cos_sin, mask, p, lp, lora_scale, (cache.k[i], cache.v[i]), cache_index,
                                  attention_impl)
             ks.append(ck)

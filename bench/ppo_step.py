@@ -122,7 +122,8 @@ def make_batch(cfg: LlavaConfig, batch: int, instruction: int, seed: int) -> dic
         ids[i, p - len(r):], mask[i, p - len(r):] = r, 1
     size = cfg.vision.image_size
     pixels = rng.normal(size=(batch, 3, size, size)).astype(np.float32)
-    ins = rng.integers(3, min(cfg.text.vocab_size, 1000), size=(batch, instruction)).astype(np.int32)
+    ins = rng.integers(3, min(cfg.text.vocab_size, 1000), size=(batch, instruction))
+    ins = np.where(ins == cfg.image_token_id, 3, ins).astype(np.int32)
     return {"query_ids": ids, "query_mask": mask, "pixel_values": pixels, "reward_query_ids": ids.copy(),
             "reward_query_mask": mask.copy(), "reward_pixel_values": pixels.copy(), "instruction_ids": ins,
             "instruction_mask": np.ones_like(ins), "caption_type": np.ones(batch, np.int32),
@@ -184,6 +185,7 @@ class TorchSide:
 
         self.torch, self.config = torch, config
         cfg = stage.policy_cfg
+        self.image_token_id = int(cfg.image_token_id)
         with tempfile.TemporaryDirectory() as tmp:
             from fact_rlhf_jax import hf
 
@@ -237,7 +239,10 @@ class TorchSide:
             out = self.policy.generate(input_ids=b["query_ids"], attention_mask=b["query_mask"],
                                        pixel_values=b["pixel_values"], max_new_tokens=n, do_sample=True,
                                        temperature=float(ppo_cfg.temperature), top_p=1.0, top_k=0,
-                                       eos_token_id=None, pad_token_id=PAD_ID)
+                                       eos_token_id=None, pad_token_id=PAD_ID,
+                                       # a sampled image token would break transformers' image-token count
+                                       # check when the rollout is scored (tiny's vocabulary includes it)
+                                       suppress_tokens=[self.image_token_id])
         responses = out[:, p:]
         t1 = time.perf_counter()
         ids = torch.cat([b["query_ids"], responses], 1)

@@ -138,3 +138,23 @@ def test_left_pad_prompts_against_hand_written_arrays():
     ids, mask = sampling.left_pad_prompts([[5, 6, 7], [8]], pad_id=0, rows=3)
     np.testing.assert_array_equal(ids, [[5, 6, 7], [0, 0, 8], [0, 0, 8]])
     np.testing.assert_array_equal(mask, [[1, 1, 1], [0, 0, 1], [0, 0, 1]])
+
+
+def test_cached_decode_fences_each_layers_weights():
+    """Each layer of the cached (unrolled) decode passes its weights through an optimization barrier with the
+    step's activations: without it the TPU compiler hoisted every layer's fsdp-gathered weights out of the
+    decode loop (13B sampler on 64 v5e chips: 25.7 instead of 13.6 GiB per chip, README "Scaling out")."""
+    from fact_rlhf_jax.models import config as model_config, llama
+
+    cfg = model_config.preset("tiny").text
+    params = llava.init(model_config.preset("tiny"), jax.random.PRNGKey(0))["llm"]
+    layers = {**params, "layers": llama.unstack_layers(params["layers"], cfg.num_layers)}
+    x = jnp.zeros((2, 1, cfg.hidden_size))
+    cache = llama.init_cache(cfg, 2, 8, jnp.float32)
+    mask = jnp.ones((2, 1, 8), bool)
+    jaxpr = jax.make_jaxpr(lambda p, c: llama.decode(p, cfg, x, jnp.zeros((2, 1), jnp.int32), mask, cache=c,
+                                                     cache_index=0))(layers, cache)
+    barriers = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "optimization_barrier"]
+    assert len(barriers) == cfg.num_layers
+    # the activations and every weight of the layer go through it together
+    assert all(len(b.invars) == 1 + len(jax.tree.leaves(layers["layers"][0])) for b in barriers)

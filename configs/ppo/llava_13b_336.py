@@ -5,7 +5,10 @@ All four roles (policy, reference, value, reward) share one frozen bf16 13B base
   fact-rlhf train --config configs/ppo/llava_13b_336.py --workdir gs://.../ppo_13b \
       --config.init.policy=gs://.../policy_init_13b --config.init.reward=gs://.../rm_13b
 
-The recipe is `reference_ppo` in common.py.
+The recipe is `reference_ppo` in common.py. On 64 TPU v5e chips (16 GiB each) it fits with a row per chip in
+every pass and the rollouts sampled 256 prompts at a time (README, "The RLHF recipes"; same update):
+
+  --config.grad_accum=4 --config.ppo.scoring_batch_size=64 --config.ppo.rollout_chunk_size=256
 """
 
 import importlib.util

@@ -168,6 +168,8 @@ class Program:
     `resident` names buffers that stay on the devices while the program runs without being its arguments
     (PPO's optimizer state during sampling); their bytes are added to the program's peak. `while_trips`: the
     most iterations a `while` loop of the program runs (the sampler: one per new token), for the FLOP count.
+    `calls`: how many times one step runs the program (PPO's sampler: once per rollout chunk); the step's
+    FLOPs count it that many times, its memory once.
     """
 
     name: str
@@ -177,6 +179,7 @@ class Program:
     inputs: dict[str, Any]
     resident: dict[str, Any] = dataclasses.field(default_factory=dict)
     while_trips: int = 0
+    calls: int = 1
 
 
 def parse_mesh(text: str) -> dict[str, int]:
@@ -424,6 +427,9 @@ class Plan:
 def measure(program: Program, num_devices: int) -> ProgramPlan:
     traced = program.jitted.trace(*program.args)
     flops, notes = jaxpr_flops(traced.jaxpr.jaxpr, program.while_trips)
+    if program.calls > 1:
+        flops *= program.calls
+        notes.append(f"the step calls this program {program.calls} times; FLOPs count every call")
     exact = {k: shard_bytes(v) for k, v in program.inputs.items()}
     resident = {k: shard_bytes(v) for k, v in program.resident.items()}
     try:

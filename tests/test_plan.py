@@ -147,3 +147,14 @@ def test_flops_of_a_shard_map_body_count_every_shard():
     f = jax.shard_map(lambda a, b: a @ b, mesh=mesh, in_specs=(P("x"), P()), out_specs=P("x"))
     jaxpr = jax.make_jaxpr(f)(jnp.zeros((8, 16)), jnp.zeros((16, 4)))
     assert plan.jaxpr_flops(jaxpr.jaxpr) == (2 * 8 * 16 * 4, [])
+
+
+def test_a_program_called_several_times_per_step_counts_every_call():
+    """PPO's sampler runs once per rollout chunk: 3 calls of a [4, 16] @ [16, 8] matmul are 3 x 2 * 4 * 16 * 8."""
+    args = (jax.ShapeDtypeStruct((4, 16), jnp.float32), jax.ShapeDtypeStruct((16, 8), jnp.float32))
+    matmul = jax.jit(lambda a, b: a @ b)
+    once = plan.measure(plan.Program("mm", "", matmul, args, {}), 1)
+    thrice = plan.measure(plan.Program("mm", "", matmul, args, {}, calls=3), 1)
+    assert once.flops == 2 * 4 * 16 * 8
+    assert thrice.flops == 3 * once.flops and thrice.peak_bytes == once.peak_bytes
+    assert any("3 times" in n for n in thrice.flop_notes)

@@ -654,7 +654,7 @@ def plan_programs(config, mesh, rules):
                      f"prompts, {sampled} at a time (KV cache {plan.format_bytes(cache)} over all devices); {bases}",
                      step._generate, (params, frozen, chunk_rows, key),
                      {"parameters": params, "frozen weights": frozen, "prompt chunk": chunk_rows},
-                     resident={**held, "prompt batch": batch}, while_trips=new - 1),
+                     resident={**held, "prompt batch": batch}, while_trips=new - 1, calls=rows // sampled),
         plan.Program("score", f"log-probs (policy, reference), values and reward-model scores of the {rows} "
                      f"rollouts, {chunk} at a time, then rewards and GAE", step._score, scoring_args,
                      {**inputs, "responses": responses}, resident=held),

@@ -153,4 +153,3 @@ def test_sample_in_chunks_interleaves_rows_and_keys():
     np.testing.assert_array_equal(whole["draw"], jax.random.uniform(rng, (8,)))
     with pytest.raises(ValueError, match="do not split"):
         sample_in_chunks(sample, rows, rng, 3)
-

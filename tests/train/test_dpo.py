@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from fact_rlhf_jax.data import errors
-from tests.train.multiprocess import uncached
 from fact_rlhf_jax.data.dpo_pairs import build_dpo_loader, last_reply_labels, response_sequence
 from fact_rlhf_jax.train.dpo import dpo_loss_terms, sequence_logps
 from fact_rlhf_jax.train.loop import run_training
@@ -258,22 +257,21 @@ def test_two_process_run_computes_the_same_reference(tmp_path, uninterrupted, ti
     """`--distributed` with two processes of 4 devices: each host feeds its share of the reference pass (the
     9-pair eval file gives one host a batch more than the other), every host ends with the whole table, equal
     to the one-process table, and the first step sees the policy equal to the reference on both hosts."""
-    from tests.train.multiprocess import free_port as _free_port, wait_all
+    from tests.train.multiprocess import env, free_port, wait_all
 
     _, stage, _ = uninterrupted
     world, sft = tiny_models["world"], tiny_models["sft"]
     eval_file = tmp_path / "eval9.json"
     eval_file.write_text(json.dumps(json.loads(Path(world["preference"]).read_text())[:9]))
     workdir = tmp_path / "run"
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "fact_rlhf_jax", "train", "--config", str(REPO / "tests/train/dpo_fixtures.py"),
            "--workdir", str(workdir), "--config.num_steps=2", f"--config.init.model={sft}",
            f"--config.data.train=[('{world['preference']}', '{world['images']}', 1.0)]",
            f"--config.data.eval=[('{eval_file}', '{world['images']}', 1.0)]", "--distributed"]
-    wait_all([subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=uncached(dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-        JAX_DEFAULT_MATMUL_PRECISION="highest", PYTHONPATH=str(REPO), JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-        JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid)))) for pid in range(2)])
+    wait_all([subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(
+        4, JAX_DEFAULT_MATMUL_PRECISION="highest", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+        JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid))) for pid in range(2)])
 
     tables = {json.loads(p.with_suffix(".json").read_text())["data"]["file"]: np.load(p)["logps"]
               for p in (workdir / "reference_logps").glob("*.npz")}

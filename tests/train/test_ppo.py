@@ -90,9 +90,11 @@ def test_ppo_raises_a_known_reward(tiny_models, tmp_path):
     assert last > first + 0.3, rewards
 
 
-def initial_state(config, workdir):
-    """(stage, frozen weights, train state, trainable mask, mesh, rules) on one device, the policy loaded."""
-    stage = ppo.PPOStage(config, str(workdir))
+@pytest.fixture(scope="module")
+def rollout_and_start(tiny_models, tmp_path_factory):
+    """One scored rollout batch and the initial train state, computed on one device."""
+    config = ppo_config(tiny_models, **{"optim.warmup_steps": 0})  # the first rollout's updates at the full lr
+    stage = ppo.PPOStage(config, str(tmp_path_factory.mktemp("ppo_update")))
     mesh = shd.single_device_mesh()
     rules = make_rules(config)
     frozen = stage.frozen_params(mesh, rules)
@@ -101,14 +103,6 @@ def initial_state(config, workdir):
     mask = trainable_mask(jax.eval_shape(stage.init_params, rng), tuple(config.trainable))
     state, shardings = state_lib.create_state(stage, optimizer, mask, rng, mesh, rules)
     state["params"] = stage.load_pretrained(state["params"], shardings["params"])
-    return stage, frozen, state, mask, mesh, rules
-
-
-@pytest.fixture(scope="module")
-def rollout_and_start(tiny_models, tmp_path_factory):
-    """One scored rollout batch and the initial train state, computed on one device."""
-    config = ppo_config(tiny_models, **{"optim.warmup_steps": 0})  # the first rollout's updates at the full lr
-    stage, frozen, state, mask, mesh, rules = initial_state(config, tmp_path_factory.mktemp("ppo_update"))
     host = next(stage.train_data(process_index=0, process_count=1, batch_size=16, seed=0))
     batch = jax.tree.map(jnp.asarray, host)
     with shd.use_mesh(mesh, rules):

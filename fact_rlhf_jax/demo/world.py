@@ -64,7 +64,7 @@ def long_conversations(records: list[dict], scene_graphs: dict[str, dict], *, ex
     for image, group in by_image.items():
         rng.shuffle(group)
         turns = [dict(t) for r in group for t in r["conversations"]]
-        turns += world_records._qa_turns(Scene.from_json(scene_graphs[image]), rng, extra_qa, first=False)
+        turns += world_records.qa_turns(Scene.from_json(scene_graphs[image]), rng, extra_qa, first=False)
         for t in turns:
             t["value"] = t["value"].replace("<image>\n", "")
         turns[0]["value"] = "<image>\n" + turns[0]["value"]

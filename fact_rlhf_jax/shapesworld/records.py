@@ -26,7 +26,8 @@ def _gpt(value: str) -> dict:
     return {"from": "gpt", "value": value}
 
 
-def _qa_turns(scene: Scene, rng: random.Random, n: int, first: bool) -> list[dict]:
+def qa_turns(scene: Scene, rng: random.Random, n: int, first: bool) -> list[dict]:
+    """`n` random question-answer turn pairs about `scene`; `first`: the first question carries the image."""
     turns = []
     for k in range(n):
         qa = qs.random_question(scene, rng)
@@ -54,13 +55,13 @@ def sft_records(
             shown = scene
         desc = text.description(shown, rng)
         turns = [_human(rng.choice(text.DESCRIBE_PROMPTS), first=True), _gpt(desc)]
-        turns += _qa_turns(scene, rng, rng.randint(1, 2), first=False)
+        turns += qa_turns(scene, rng, rng.randint(1, 2), first=False)
         records.append({"id": f"{stem}_desc", "image": file, "conversations": turns})
         if rng.random() < 0.3:
             turns = [_human(rng.choice(text.CAPTION_PROMPTS), first=True), _gpt(text.short_description(scene, rng))]
-            turns += _qa_turns(scene, rng, rng.randint(1, 2), first=False)
+            turns += qa_turns(scene, rng, rng.randint(1, 2), first=False)
         else:
-            turns = _qa_turns(scene, rng, rng.randint(2, 3), first=True)
+            turns = qa_turns(scene, rng, rng.randint(2, 3), first=True)
         records.append({"id": f"{stem}_qa", "image": file, "conversations": turns})
     return records, invented
 
@@ -138,7 +139,7 @@ def preference_records(
     out = []
     for file, scene in zip(files, scenes):
         stem = file.rsplit(".", 1)[0]
-        history = _qa_turns(scene, rng, 1, first=True) if rng.random() < 0.3 else []
+        history = qa_turns(scene, rng, 1, first=True) if rng.random() < 0.3 else []
         prompt, r1, r2 = _response_pair(scene, rng)
         if rng.random() < 0.5:
             r1, r2 = r2, r1

@@ -60,13 +60,14 @@ def make_batch(cfg, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "labels": labels, "pixel_values": pixels}
 
 
-def build_jax(cfg, batch_np):
-    """Returns (run_step() -> loss, initial params, memory of the compiled step)."""
+def build_jax(cfg, batch_np, loss_chunk: int = 0):
+    """Returns (run_step() -> loss, initial params, memory of the compiled step). `loss_chunk` > 0: the
+    cross-entropy from hidden states, that many positions of logits at a time (`model.loss_chunk`)."""
     from fact_rlhf_jax import sharding as shd
     from fact_rlhf_jax.models import llava
     from fact_rlhf_jax.train import optim
     from fact_rlhf_jax.train import state as state_lib
-    from fact_rlhf_jax.train.losses import sft_loss_terms
+    from fact_rlhf_jax.train.losses import sft_loss_terms, sft_loss_terms_chunked
     from fact_rlhf_jax.train.stage import Stage
     from fact_rlhf_jax.train.step import jit_train_step, make_train_step
     from fact_rlhf_jax.train.trainable import trainable_mask
@@ -79,6 +80,10 @@ def build_jax(cfg, batch_np):
             return llava.param_axes(cfg)
 
         def loss(self, params, batch, rng):
+            if loss_chunk:
+                hidden = llava.hidden_states(params, cfg, batch["input_ids"], batch["pixel_values"],
+                                             batch["attention_mask"])
+                return sft_loss_terms_chunked(hidden, params["llm"]["lm_head"], batch["labels"], loss_chunk)
             out = llava.forward(params, cfg, batch["input_ids"], batch["pixel_values"], batch["attention_mask"])
             return sft_loss_terms(out.logits, batch["labels"])
 
@@ -177,6 +182,8 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--loss-chunk", type=int, default=0,
+                    help="> 0: JAX cross-entropy from hidden states, this many positions at a time (model.loss_chunk)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
 
@@ -199,7 +206,7 @@ def main():
           f"memory bandwidth {ceilings.bandwidth / 1e9:.1f} GB/s (load {ceilings.load_avg})")
 
     results = {"machine": machine, "config": vars(args), "model_flops_per_step": flops, "matmul_peak_flops": peak}
-    jax_step, params0, memory = build_jax(cfg, batch)
+    jax_step, params0, memory = build_jax(cfg, batch, args.loss_chunk)
     trained = sum(x.size for k in ("projector", "llm") for x in jax.tree.leaves(params0[k]))
     roof = roofline.roofline([roofline.train_forward_backward(cfg, args.batch, args.seq, trained=trained)], ceilings)
     results.update(roofline=roof, jax_step_memory=memory)

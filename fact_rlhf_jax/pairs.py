@@ -1,6 +1,10 @@
-"""On-policy preference pairs: K sampled responses per prompt, scored by a reward model, best against worst.
+"""On-policy preference pairs: K sampled responses per prompt, scored, best against worst.
 
     fact-rlhf pairs --policy P --reward RM --prompts PPO.json --samples K --out PREFS.json [--image-folder D]
+
+`make_pairs` takes any scorer (`Scorer`: the K samples of each prompt -> one number each, higher = better).
+The command scores with a reward model (`reward_model_scorer`); the demo scores with the ShapesWorld
+annotator (`demo/preferences.py`), the simulated crowdworkers who label LLaVA-RLHF's preference data.
 
 For every prompt record of the PPO prompt file (`conversations`: a human turn and a gpt turn, optional
 `captions`, `caption_type`, `length_bonus`; read as PPO reads it, `data.prompts`), the policy samples K
@@ -15,7 +19,7 @@ with like), and the best and the worst response become one preference record in 
      "output_2": {"value": ...}, "preference": 1 | 2, "reward_1": r(output_1), "reward_2": r(output_2),
      "prompt_index": i}
 
-`preference` names the higher reward; which output slot the better response takes is a coin seeded by
+`preference` names the higher score; which output slot the better response takes is a coin seeded by
 (seed, prompt index). Responses that do not stop within `max_new_tokens` are left out (DPO would train them as
 finished answers; `keep_truncated` keeps them), as are empty ones and ones the reward model cannot score; a
 prompt with fewer than two distinct usable responses, or whose best and worst rewards differ by no more than
@@ -32,7 +36,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +102,13 @@ def choose_pair(prompt: Prompt, texts: Sequence[str], rewards: Sequence[float | 
     worst = min(candidates, key=lambda k: rewards[k])
     if not rewards[best] - rewards[worst] > settings.min_margin:
         return None, "margin"
+    return pair_record(prompt, texts, rewards, best, worst, settings), ""
+
+
+def pair_record(prompt: Prompt, texts: Sequence[str], rewards: Sequence[float | None], best: int, worst: int,
+                settings: PairSettings) -> dict:
+    """The preference record of response `best` over response `worst`; the better one's output slot is a coin
+    seeded by (seed, prompt index)."""
     best_second = np.random.default_rng([settings.seed, prompt.index]).random() < 0.5
     first, second = (worst, best) if best_second else (best, worst)
     record = {
@@ -110,7 +121,7 @@ def choose_pair(prompt: Prompt, texts: Sequence[str], rewards: Sequence[float | 
         "reward_2": float(rewards[second]),
         "prompt_index": prompt.index,
     }
-    return record, ""
+    return record
 
 
 def sample_chunk(chat, prompts: Sequence[Prompt], settings: PairSettings) -> list[list[tuple[str, bool]]]:
@@ -128,7 +139,20 @@ def sample_chunk(chat, prompts: Sequence[Prompt], settings: PairSettings) -> lis
     return [out[i * k:(i + 1) * k] for i in range(len(prompts))]
 
 
-def score_chunk(reward_model, prompts: Sequence[Prompt], samples: Sequence[Sequence[tuple[str, bool]]],
+Samples = Sequence[Sequence[tuple[str, bool]]]  # per prompt: its K (text, stopped)
+# (prompts, their samples, settings) -> per prompt, one score per sample (None: not scorable); higher is better
+Scorer = Callable[[Sequence[Prompt], Samples, PairSettings], list[list[float | None]]]
+# (prompt, texts, scores, usable, settings) -> (preference record, "") or (None, why no pair): `choose_pair`
+Chooser = Callable[[Prompt, Sequence[str], Sequence[float | None], Sequence[bool], PairSettings],
+                   tuple[dict | None, str]]
+
+
+def reward_model_scorer(reward_model) -> Scorer:
+    """Scores samples with a `scoring.RewardModel` (`score_chunk`)."""
+    return lambda prompts, samples, settings: score_chunk(reward_model, prompts, samples, settings)
+
+
+def score_chunk(reward_model, prompts: Sequence[Prompt], samples: Samples,
                 settings: PairSettings) -> list[list[float | None]]:
     """The reward of every sample (None where the reward model cannot score it)."""
     todo, where = [], []
@@ -153,9 +177,12 @@ def score_chunk(reward_model, prompts: Sequence[Prompt], samples: Sequence[Seque
     return [rewards[p.index] for p in prompts]
 
 
-def make_pairs(chat, reward_model, prompts_path: str, out: str, settings: PairSettings,
-               image_folder: str | None = None) -> dict:
-    """Writes OUT (and its progress file); returns {"prompts", "pairs", "new", "skipped": {reason: n}}."""
+def make_pairs(chat, score: Scorer, prompts_path: str, out: str, settings: PairSettings,
+               image_folder: str | None = None, choose: Chooser | None = None) -> dict:
+    """Writes OUT (and its progress file); returns {"prompts", "pairs", "new", "skipped": {reason: n}}.
+    `score`: a `Scorer` (a reward model's: `reward_model_scorer`); `choose`: which two samples of a prompt
+    become its pair (default `choose_pair`: the best and the worst)."""
+    choose = choose or choose_pair
     from fact_rlhf_jax.data.sources import SourceSpec, open_source
 
     if settings.samples < 2:
@@ -180,10 +207,10 @@ def make_pairs(chat, reward_model, prompts_path: str, out: str, settings: PairSe
             if not prompts:
                 continue
             samples = sample_chunk(chat, prompts, settings)
-            rewards = score_chunk(reward_model, prompts, samples, settings)
+            rewards = score(prompts, samples, settings)
             for p, prompt_samples, prompt_rewards in zip(prompts, samples, rewards):
                 usable = [bool(text) and (stopped or settings.keep_truncated) for text, stopped in prompt_samples]
-                pair, why = choose_pair(p, [t for t, _ in prompt_samples], prompt_rewards, usable, settings)
+                pair, why = choose(p, [t for t, _ in prompt_samples], prompt_rewards, usable, settings)
                 entry = {"prompt_index": p.index,
                          "samples": [{"text": t, "stopped": s, "reward": r}
                                      for (t, s), r in zip(prompt_samples, prompt_rewards)]}

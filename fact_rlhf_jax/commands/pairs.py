@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fact_rlhf_jax.inference import ChatModel
-    from fact_rlhf_jax.pairs import PairSettings, make_pairs
+    from fact_rlhf_jax.pairs import PairSettings, make_pairs, reward_model_scorer
     from fact_rlhf_jax.scoring import RewardModel
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     chat = ChatModel.load(args.policy, vision_tower=args.vision_tower, lora=args.lora, batch_size=args.batch_size,
                           seed=args.seed)
     reward_model = RewardModel.load(args.reward, captions=args.captions, batch_size=args.batch_size)
-    summary = make_pairs(chat, reward_model, args.prompts, args.out, settings, image_folder=args.image_folder)
+    summary = make_pairs(chat, reward_model_scorer(reward_model), args.prompts, args.out, settings, image_folder=args.image_folder)
     print(f"{summary['pairs']} pairs from {summary['prompts']} prompts ({summary['new']} new) -> {args.out}; "
           f"no pair: {json.dumps(summary['skipped'])}", file=sys.stderr)
     return 0

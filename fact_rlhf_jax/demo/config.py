@@ -7,6 +7,7 @@ import dataclasses
 import ml_collections
 
 from fact_rlhf_jax.demo.evaluate import EvalSettings
+from fact_rlhf_jax.demo.preferences import PairSchedule
 from fact_rlhf_jax.demo.world import World
 
 
@@ -54,8 +55,10 @@ class DemoSettings:
     vision: Schedule
     pretrain: Schedule
     sft: Schedule
-    # RLHF: both reward models (vanilla and factual) train with `reward`, PPO runs twice with `ppo`, DPO on the
-    # world's preference pairs with `dpo`
+    # RLHF: preference pairs sampled from the SFT model and labelled by the annotator (`pairs`,
+    # demo/preferences.py); both reward models (vanilla and factual) train on them with `reward`, PPO runs
+    # twice with `ppo`, DPO on the same pairs with `dpo`
+    pairs: PairSchedule
     reward: Schedule
     ppo: PPOSchedule
     dpo: Schedule
@@ -77,6 +80,7 @@ FULL = DemoSettings(
     vision=Schedule(steps=2000, batch=64, lr=1e-3, warmup=50, max_text_length=0),
     pretrain=Schedule(steps=800, batch=32, lr=3e-3, warmup=30, max_text_length=48),
     sft=Schedule(steps=250, batch=16, lr=3e-3, warmup=20, max_text_length=448),
+    pairs=PairSchedule(prompts=3000, samples=4),
     reward=Schedule(steps=100, batch=16, lr=2e-3, warmup=5, max_text_length=512),
     ppo=PPOSchedule(steps=30, rollout=32, minibatch=16, epochs=2, lr=1e-3, max_new_tokens=96),
     dpo=Schedule(steps=60, batch=16, lr=5e-4, warmup=5, max_text_length=256),
@@ -86,6 +90,7 @@ SMOKE = DemoSettings(
     vision=Schedule(steps=4, batch=8, lr=1e-3, warmup=1, max_text_length=0),
     pretrain=Schedule(steps=6, batch=8, lr=3e-3, warmup=1, max_text_length=48),
     sft=Schedule(steps=8, batch=8, lr=3e-3, warmup=1, max_text_length=448),
+    pairs=PairSchedule(prompts=64, samples=4, max_new_tokens=24, batch_size=32),
     # batches of 8: they split over the 8 fake devices of the test suite
     reward=Schedule(steps=3, batch=8, lr=2e-3, warmup=1, max_text_length=512),
     ppo=PPOSchedule(steps=2, rollout=8, minibatch=8, epochs=1, lr=1e-3, max_new_tokens=24, rank=4),
@@ -175,15 +180,17 @@ def sft_config(world: World, s: DemoSettings, init_from: str = "") -> ml_collect
     return c
 
 
-def reward_config(world: World, s: DemoSettings, sft_dir: str, *, factual: bool) -> ml_collections.ConfigDict:
-    """A reward model (LoRA + scalar head on the frozen SFT model) on the world's preference pairs: the
+def reward_config(world: World, s: DemoSettings, sft_dir: str, pairs: str, *,
+                  factual: bool) -> ml_collections.ConfigDict:
+    """A reward model (LoRA + scalar head on the frozen SFT model) on the preference file `pairs`: the
     Fact-RM (`factual`: the instruction lists the image's captions) or the vanilla one (no facts)."""
     from fact_rlhf_jax.train import reward
 
     c = _common(reward.default_config(), s, s.reward, s.reward.warmup)
     c.reward.prompt = "fact_rlhf" if factual else "vanilla"
     c.init.model = sft_dir
-    c.data.train = [(str(world.path("preference")), str(world.path("images")), 1.0)]
+    c.num_epochs = 100.0  # `steps` decides; the pairs repeat when they run out
+    c.data.train = [(pairs, str(world.path("images")), 1.0)]
     c.data.captions = str(world.path("captions"))
     c.data.eval_size = s.reward_eval_pairs
     c.data.max_text_length = s.reward.max_text_length
@@ -229,13 +236,14 @@ def ppo_config(world: World, s: DemoSettings, sft_dir: str, reward_dir: str) -> 
     return c
 
 
-def dpo_config(world: World, s: DemoSettings, sft_dir: str) -> ml_collections.ConfigDict:
-    """DPO of a LoRA policy on the SFT model against the frozen SFT model, on the world's preference pairs."""
+def dpo_config(world: World, s: DemoSettings, sft_dir: str, pairs: str) -> ml_collections.ConfigDict:
+    """DPO of a LoRA policy on the SFT model against the frozen SFT model, on the preference file `pairs`."""
     from fact_rlhf_jax.train import dpo
 
     c = _common(dpo.default_config(), s, s.dpo, s.dpo.warmup)
     c.init.model = sft_dir
-    c.data.train = [(str(world.path("preference")), str(world.path("images")), 1.0)]
+    c.num_epochs = 100.0
+    c.data.train = [(pairs, str(world.path("images")), 1.0)]
     c.data.eval_size = s.reward_eval_pairs
     c.data.max_text_length = s.dpo.max_text_length
     c.data.length_buckets = tuple(range(64, s.dpo.max_text_length + 1, 64))

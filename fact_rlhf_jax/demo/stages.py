@@ -1,5 +1,6 @@
-"""The demo's stages, in order: world, caption pretraining, SFT, the two reward models (vanilla and
-factual), PPO with each, DPO, an evaluation of every policy, the report.
+"""The demo's stages, in order: world, vision tower, caption pretraining, SFT, preference pairs sampled from
+the SFT model, the two reward models (vanilla and factual), PPO with each, DPO, an evaluation of every
+policy, the report.
 
 Each `run(ctx, workdir)` returns the stage's result (JSON-able) and is called only while the stage is not
 done; training stages call `train.loop.run_training(config, workdir)`, which resumes from the stage's own
@@ -62,11 +63,24 @@ def sft_config(ctx: Context):
     return config.sft_config(ctx.world, ctx.settings, init_from=str(ctx.workdir("pretrain")))
 
 
+def pairs_path(ctx: Context) -> str:
+    from fact_rlhf_jax.demo.preferences import pairs_file
+
+    return str(pairs_file(ctx.workdir("pairs")))
+
+
+def sample_pairs(ctx: Context, workdir: Path) -> dict[str, Any]:
+    from fact_rlhf_jax.demo.preferences import sample_pairs as sample
+
+    return sample(ctx.world, ctx.workdir("sft"), workdir, ctx.settings.pairs, seed=ctx.settings.seed)
+
+
 def rm_config(factual: bool):
     def make(ctx: Context):
         from fact_rlhf_jax.demo import config
 
-        return config.reward_config(ctx.world, ctx.settings, str(ctx.workdir("sft")), factual=factual)
+        return config.reward_config(ctx.world, ctx.settings, str(ctx.workdir("sft")), pairs_path(ctx),
+                                    factual=factual)
 
     return make
 
@@ -83,7 +97,7 @@ def ppo_config(reward_stage: str):
 def dpo_config(ctx: Context):
     from fact_rlhf_jax.demo import config
 
-    return config.dpo_config(ctx.world, ctx.settings, str(ctx.workdir("sft")))
+    return config.dpo_config(ctx.world, ctx.settings, str(ctx.workdir("sft")), pairs_path(ctx))
 
 
 def reward_model(name: str, factual: bool) -> Stage:
@@ -155,13 +169,14 @@ def stages() -> list[Stage]:
         Stage("pretrain", "caption pretraining (projector and LLM from scratch)", train(pretrain_config)),
         Stage("sft", "SFT from the pretrained model", train(sft_config)),
         evaluation("sft", load_workdir_model("sft")),
+        Stage("pairs", "preference pairs sampled from the SFT model, labelled by the annotator", sample_pairs),
         reward_model("vanilla", factual=False),
         reward_model("factual", factual=True),
         Stage("ppo_vanilla", "PPO against the vanilla reward model (RLHF)", train(ppo_config("rm_vanilla"))),
         evaluation("rlhf", load_workdir_model("ppo_vanilla")),
         Stage("ppo_factual", "PPO against the Fact-RM (Fact-RLHF)", train(ppo_config("rm_factual"))),
         evaluation("fact_rlhf", load_workdir_model("ppo_factual")),
-        Stage("dpo", "DPO on the preference pairs", train(dpo_config)),
+        Stage("dpo", "DPO on the sampled preference pairs", train(dpo_config)),
         evaluation("dpo", load_workdir_model("dpo")),
         report(stages),
     ]

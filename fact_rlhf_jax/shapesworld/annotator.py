@@ -290,12 +290,15 @@ def annotate(scene: Scene, response: str) -> Annotation:
 def prefer(scene: Scene, response_1: str, response_2: str) -> int:
     """1 or 2: the response with fewer hallucinated objects; on a tie the one covering more of the
     scene's objects; on a full tie 1."""
-    a1, a2 = annotate(scene, response_1), annotate(scene, response_2)
-    if a1.num_hallucinated != a2.num_hallucinated:
-        return 1 if a1.num_hallucinated < a2.num_hallucinated else 2
-    if len(a1.covered) != len(a2.covered):
-        return 1 if len(a1.covered) > len(a2.covered) else 2
-    return 1
+    s1, s2 = preference_score(scene, response_1), preference_score(scene, response_2)
+    return 2 if s2 > s1 else 1
+
+
+def preference_score(scene: Scene, response: str) -> int:
+    """A number that orders responses as `prefer` does: one more hallucinated object always costs more than
+    every object of the scene covered (-hallucinated * (objects + 1) + covered)."""
+    a = annotate(scene, response)
+    return -a.num_hallucinated * (len(a.present) + 1) + len(a.covered)
 
 
 def chair_scores(scenes: list[Scene], responses: list[str]) -> dict[str, float]:

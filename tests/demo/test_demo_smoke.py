@@ -6,6 +6,8 @@ import re
 
 from fact_rlhf_jax.cli import main
 from fact_rlhf_jax.demo.evaluate import METRICS
+from fact_rlhf_jax.shapesworld.annotator import annotate, preference_score
+from fact_rlhf_jax.shapesworld.scene import Scene
 
 RATES = [m for m in METRICS if m != "mmhal_score"]
 
@@ -14,7 +16,7 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
     root = tmp_path / "demo"
     assert main(["demo", "--workdir", str(root), "--smoke"]) == 0
     first = capsys.readouterr().out
-    assert "[4/14] sft: SFT from the pretrained model: done in" in first
+    assert "[4/15] sft: SFT from the pretrained model: done in" in first
 
     results = json.loads((root / "results.json").read_text())
     assert set(results) == {"models", "reward_models", "seconds"}
@@ -30,6 +32,16 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
     assert set(results["reward_models"]) == {"vanilla", "factual"}
     assert all(0.0 <= rm["accuracy"] <= 1.0 for rm in results["reward_models"].values())
     assert results["seconds"] > 0
+    # on-policy pairs: sampled from the SFT model, the preferred one never mentions fewer objects
+    pairs = json.loads((root / "pairs" / "preference.json").read_text())
+    graphs = json.loads((root / "world" / "scene_graphs.json").read_text())
+    assert len(pairs) >= 8
+    for p in pairs:
+        scene = Scene.from_json(graphs[p["image"]])
+        better, worse = (annotate(scene, p[f"output_{k}"]["value"]) for k in (p["preference"], 3 - p["preference"]))
+        assert preference_score(scene, p[f"output_{p['preference']}"]["value"]) > \
+            preference_score(scene, p[f"output_{3 - p['preference']}"]["value"])
+        assert len(better.mentioned) >= len(worse.mentioned)
 
     md = (root / "results.md").read_text()
     assert "| sft |" in md
@@ -42,14 +54,14 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
     assert sum(l.startswith("figures/samples/") for l in links) == 3
     assert all((root / link).is_file() for link in links)
 
-    finished = ("world", "vision", "pretrain", "sft", "eval_sft", "rm_vanilla", "rm_factual", "ppo_vanilla", "eval_rlhf",
+    finished = ("world", "vision", "pretrain", "sft", "eval_sft", "pairs", "rm_vanilla", "rm_factual", "ppo_vanilla", "eval_rlhf",
                 "ppo_factual", "eval_fact_rlhf", "dpo", "eval_dpo")
     done = {s: (root / s / "done.json").stat().st_mtime_ns for s in finished}
     checkpoints = sorted(p.name for p in (root / "sft" / "checkpoints").iterdir())
     assert main(["demo", "--workdir", str(root), "--smoke"]) == 0
     second = capsys.readouterr().out
     for i, stage in enumerate(finished, 1):
-        assert f"[{i}/14] {stage}: " in second and "finished earlier" in second.splitlines()[i - 1]
+        assert f"[{i}/15] {stage}: " in second and "finished earlier" in second.splitlines()[i - 1]
     assert {s: (root / s / "done.json").stat().st_mtime_ns for s in done} == done
     assert sorted(p.name for p in (root / "sft" / "checkpoints").iterdir()) == checkpoints
     assert json.loads((root / "results.json").read_text()) == results

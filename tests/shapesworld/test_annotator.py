@@ -3,7 +3,7 @@ number below was counted by hand."""
 
 import pytest
 
-from fact_rlhf_jax.shapesworld.annotator import annotate, find_mentions, prefer
+from fact_rlhf_jax.shapesworld.annotator import annotate, find_mentions, prefer, preference_score
 from fact_rlhf_jax.shapesworld.metrics import (
     hallucination_metrics,
     mean_length,
@@ -73,6 +73,11 @@ def test_coverage_and_preference():
     assert prefer(SCENE, partial, full) == 2
     # full tie: the first
     assert prefer(SCENE, full, full) == 1
+    # the score orders as `prefer`: hallucinations first (3 objects: each costs 4), then coverage
+    assert [preference_score(SCENE, r) for r in (full, partial, wrong)] == [3, 1, -4 + 3]
+    silent = "A plain picture."
+    assert preference_score(SCENE, silent) == 0
+    assert preference_score(SCENE, wrong) < preference_score(SCENE, silent) < preference_score(SCENE, partial)
 
 
 def test_hallucination_metrics_hand_counted():

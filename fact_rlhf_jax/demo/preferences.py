@@ -9,15 +9,17 @@ human-preference pairs were sampled from LLaVA-SFT and labelled by crowdworkers,
 the ShapesWorld annotator label them (fewer hallucinated objects first, then more objects covered:
 `annotator.preference_score`).
 
-Which two samples of a prompt make its pair is controlled for length (`length_controlled_chooser`): the
-preferred response must mention at least as many objects as the other. Measured without this rule (best
-against worst): shorter SFT samples hallucinate less (the annotator's score correlates -0.61 with the number
-of words), so both reward models learned length, not content (their scores correlated -0.90 and -0.69 with
-the number of words), best-of-16 by either picked short answers that covered a quarter of the objects or
-less, and PPO against them wrote one-sentence descriptions. With the rule, a pair never prefers saying less:
-it contrasts responses of equal or growing length that differ in how many of their objects are real. Of the
-pairs meeting it, the one with the largest score difference is kept; prompts with none give no pair. The
-prompts are the final questions of the world's preference records (its training images: descriptions,
+Which two samples of a prompt make its pair (`PairSchedule.pairing`):
+- "more_mentions" (default, `length_controlled_chooser`): the preferred response mentions at least as many
+  objects as the other; of the pairs meeting that, the largest score difference; prompts with none give no
+  pair. A pair then never prefers saying less.
+- "best_worst" (`pairs.choose_pair`): the best and the worst sample.
+Measured (docs/demo.md): the SFT model's shorter samples hallucinate less (the annotator's score correlates
+-0.61 with the number of words). With "best_worst" both reward models learned length, not content (scores
+correlated -0.90 and -0.69 with words; best-of-16 by either picked answers covering a quarter of the objects or
+less) and PPO wrote one-sentence descriptions. With "more_mentions" they learned length the other way (+0.89
+and +0.50) and PPO wrote longer descriptions with more hallucinations. The demo's 3-layer decoder learns the
+length shortcut either way, not the content. The prompts are the final questions of the world's preference records (its training images: descriptions,
 existence and counting questions), asked as first turns.
 """
 
@@ -35,13 +37,15 @@ from fact_rlhf_jax.pairs import Chooser, PairSettings, Prompt, Samples, Scorer, 
 
 @dataclasses.dataclass(frozen=True)
 class PairSchedule:
-    """On-policy pairs: `prompts` prompts, `samples` responses each at `temperature`, up to `max_new_tokens`."""
+    """On-policy pairs: `prompts` prompts, `samples` responses each at `temperature`, up to `max_new_tokens`;
+    `pairing`: "more_mentions" (`length_controlled_chooser`) or "best_worst" (`pairs.choose_pair`)."""
 
     prompts: int
     samples: int = 4
     temperature: float = 1.0
     max_new_tokens: int = 96
     batch_size: int = 64  # sampler rows per call
+    pairing: str = "more_mentions"
 
 
 def prompt_records(world: World, limit: int) -> list[dict[str, Any]]:
@@ -109,6 +113,9 @@ def sample_pairs(world: World, policy_dir: str | Path, workdir: Path, schedule: 
     from fact_rlhf_jax.inference import ChatModel
     from fact_rlhf_jax.pairs import make_pairs
 
+    choosers = {"more_mentions": length_controlled_chooser, "best_worst": lambda world: None}
+    if schedule.pairing not in choosers:
+        raise ValueError(f"pairing={schedule.pairing!r}: expected one of {sorted(choosers)}")
     workdir.mkdir(parents=True, exist_ok=True)
     prompts = workdir / "prompts.json"
     prompts.write_text(json.dumps(prompt_records(world, schedule.prompts)))
@@ -116,7 +123,7 @@ def sample_pairs(world: World, policy_dir: str | Path, workdir: Path, schedule: 
     settings = PairSettings(samples=schedule.samples, temperature=schedule.temperature,
                             max_new_tokens=schedule.max_new_tokens, seed=seed)
     return make_pairs(chat, annotator_scorer(world), str(prompts), str(pairs_file(workdir)), settings,
-                      image_folder=str(world.path("images")), choose=length_controlled_chooser(world))
+                      image_folder=str(world.path("images")), choose=choosers[schedule.pairing](world))
 
 
 def pairs_file(workdir: Path) -> Path:

@@ -13,6 +13,7 @@ Which two samples of a prompt make its pair (`PairSchedule.pairing`):
 - "more_mentions" (default, `length_controlled_chooser`): the preferred response mentions at least as many
   objects as the other; of the pairs meeting that, the largest score difference; prompts with none give no
   pair. A pair then never prefers saying less.
+- "same_mentions": the same with exactly as many objects mentioned: length predicts nothing.
 - "best_worst" (`pairs.choose_pair`): the best and the worst sample.
 Measured (docs/demo.md): the SFT model's shorter samples hallucinate less (the annotator's score correlates
 -0.61 with the number of words). With "best_worst" both reward models learned length, not content (scores
@@ -38,7 +39,8 @@ from fact_rlhf_jax.pairs import Chooser, PairSettings, Prompt, Samples, Scorer, 
 @dataclasses.dataclass(frozen=True)
 class PairSchedule:
     """On-policy pairs: `prompts` prompts, `samples` responses each at `temperature`, up to `max_new_tokens`;
-    `pairing`: "more_mentions" (`length_controlled_chooser`) or "best_worst" (`pairs.choose_pair`)."""
+    `pairing`: "more_mentions" or "same_mentions" (`length_controlled_chooser`), or "best_worst"
+    (`pairs.choose_pair`)."""
 
     prompts: int
     samples: int = 4
@@ -80,9 +82,9 @@ def annotator_scorer(world: World) -> Scorer:
     return score
 
 
-def length_controlled_chooser(world: World) -> Chooser:
+def length_controlled_chooser(world: World, *, equal: bool = False) -> Chooser:
     """Of the usable samples of a prompt, the pair (better, worse) with the largest score difference among
-    those where the better one mentions at least as many objects as the worse one."""
+    those where the better one mentions at least as many objects as the worse one (`equal`: exactly as many)."""
     from fact_rlhf_jax.shapesworld.annotator import annotate
     from fact_rlhf_jax.shapesworld.scene import Scene
 
@@ -97,7 +99,8 @@ def length_controlled_chooser(world: World) -> Chooser:
         for better in candidates:
             for worse in candidates:
                 gap = scores[better] - scores[worse]
-                if gap > best_gap and mentions[better] >= mentions[worse]:
+                same = mentions[better] == mentions[worse]
+                if gap > best_gap and (same or not equal and mentions[better] > mentions[worse]):
                     best_gap, pair = gap, (better, worse)
         if pair is None:
             return None, "no_length_controlled_pair"
@@ -113,7 +116,8 @@ def sample_pairs(world: World, policy_dir: str | Path, workdir: Path, schedule: 
     from fact_rlhf_jax.inference import ChatModel
     from fact_rlhf_jax.pairs import make_pairs
 
-    choosers = {"more_mentions": length_controlled_chooser, "best_worst": lambda world: None}
+    choosers = {"more_mentions": length_controlled_chooser, "best_worst": lambda world: None,
+                "same_mentions": lambda world: length_controlled_chooser(world, equal=True)}
     if schedule.pairing not in choosers:
         raise ValueError(f"pairing={schedule.pairing!r}: expected one of {sorted(choosers)}")
     workdir.mkdir(parents=True, exist_ok=True)

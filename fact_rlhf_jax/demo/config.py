@@ -38,6 +38,16 @@ class PPOSchedule:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProbeSettings:
+    """The reward-model probe (`demo/reward_probe.py`): `samples` descriptions (T = 1, up to `max_new_tokens`) from
+    the SFT model for each of the first `images` eval images, ranked by every reward model."""
+
+    images: int = 100
+    samples: int = 8
+    max_new_tokens: int = 96
+
+
+@dataclasses.dataclass(frozen=True)
 class DemoSettings:
     """World size, model, training schedules and evaluation of one demo run."""
 
@@ -71,6 +81,7 @@ class DemoSettings:
     preset: str = "demo"
     model_overrides: dict = dataclasses.field(default_factory=dict)
     eval: EvalSettings = EvalSettings()
+    probe: ProbeSettings = ProbeSettings()
 
 
 REFERENCE_MAX_NEW_TOKENS = 896  # LLaVA-RLHF's PPO responses (reference section 5)
@@ -98,6 +109,7 @@ SMOKE = DemoSettings(
     reward_eval_pairs=8, reward_rank=4,
     eval=EvalSettings(batch_size=16, description_tokens=48, mmhal_tokens=48, mc_tokens=24, pope_tokens=16,
                       resamples=200),
+    probe=ProbeSettings(images=4, samples=2, max_new_tokens=24),
 )
 
 

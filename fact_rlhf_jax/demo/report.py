@@ -173,9 +173,42 @@ def _sample_section(root: Path, world: World, model_dirs: dict[str, Path]) -> li
     return lines
 
 
+def _best_of_n_cells(best: dict[str, float]) -> str:
+    return (f"{100 * best['hallucination_rate']:.1f} | {100 * best['coverage']:.1f} | "
+            f"{best['mean_length']:.1f}")
+
+
+def reward_model_section(reward_models: dict[str, Any], probe: dict[str, Any] | None) -> list[str]:
+    """The reward models' held-out accuracy and, where probed, how they rank the SFT model's own samples."""
+    lines = ["## Reward models", ""]
+    probed = [n for n in _ordered(reward_models, REWARD_MODEL_ORDER) if "probe" in reward_models[n]]
+    if not probed:
+        lines += ["| reward model | preference accuracy (%) |", "|---|---|"]
+        lines += [f"| {n} | {100 * reward_models[n]['accuracy']:.1f} |"
+                  for n in _ordered(reward_models, REWARD_MODEL_ORDER)]
+        return lines + [""]
+    size = f"{probe['samples']} samples of each of {probe['images']} eval images" if probe else "the probe samples"
+    lines += [f"Held-out preference accuracy, and the probe ({size}, from the SFT model at T = 1, "
+              "`demo/reward_probe.py`): agreement with the annotator's order of two samples of one image, the "
+              "correlation of the reward with the number of words and with the number of hallucinated objects "
+              "(centred per image), and the favourite sample of each image (best-of-n).", "",
+              "| scorer | preference accuracy (%) | agreement (%) | corr. words | corr. hallucinations | "
+              "best-of-n CHAIR-i (%) | best-of-n coverage (%) | best-of-n words |", "|---|---|---|---|---|---|---|---|"]
+    for n in probed:
+        rm, pr = reward_models[n], reward_models[n]["probe"]
+        lines.append(f"| {n} | {100 * rm['accuracy']:.1f} | {100 * pr['agreement']:.1f} | {pr['corr_words']:+.2f} | "
+                     f"{pr['corr_hallucinations']:+.2f} | {_best_of_n_cells(pr['best_of_n'])} |")
+    if probe:
+        lines.append(f"| annotator (oracle) | | 100.0 | | | {_best_of_n_cells(probe['oracle'])} |")
+        lines.append(f"| one sample, no choice | | | | | {_best_of_n_cells(probe['sample'])} |")
+    return lines + [""]
+
+
 def write_report(root: str | Path, results: dict[str, Any], stage_seconds: dict[str, float],
-                 model_dirs: dict[str, Path], world: World | None = None) -> dict[str, Path]:
-    """Writes results.json, results.md and the figures; returns their paths."""
+                 model_dirs: dict[str, Path], world: World | None = None,
+                 probe: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Writes results.json, results.md and the figures; returns their paths. `probe`: the probe stage's
+    baselines (`reward_probe.Probe.baselines`), shown beside the reward models' probe numbers."""
     root = Path(root)
     paths = {"json": root / "results.json", "md": root / "results.md"}
     write_json(str(paths["json"]), results)
@@ -193,10 +226,7 @@ def write_report(root: str | Path, results: dict[str, Any], stage_seconds: dict[
                   models_table(models), ""]
     reward_models = results.get("reward_models", {})
     if reward_models:
-        lines += ["## Reward models", "", "| reward model | preference accuracy (%) |", "|---|---|"]
-        lines += [f"| {n} | {100 * reward_models[n]['accuracy']:.1f} |"
-                  for n in _ordered(reward_models, REWARD_MODEL_ORDER)]
-        lines.append("")
+        lines += reward_model_section(reward_models, probe)
     if plot_results(models, figures / "results.png"):
         paths["results_png"] = figures / "results.png"
         lines += ["![results](figures/results.png)", ""]

@@ -1,6 +1,6 @@
 """The demo's stages, in order: world, vision tower, caption pretraining, SFT, preference pairs sampled from
-the SFT model, the two reward models (vanilla and factual), PPO with each, DPO, an evaluation of every
-policy, the report.
+the SFT model, the SFT samples of the reward-model probe, the two reward models (vanilla and factual), PPO
+with each, DPO, an evaluation of every policy, the report.
 
 Each `run(ctx, workdir)` returns the stage's result (JSON-able) and is called only while the stage is not
 done; training stages call `train.loop.run_training(config, workdir)`, which resumes from the stage's own
@@ -75,6 +75,28 @@ def sample_pairs(ctx: Context, workdir: Path) -> dict[str, Any]:
     return sample(ctx.world, ctx.workdir("sft"), workdir, ctx.settings.pairs, seed=ctx.settings.seed)
 
 
+def sample_probe(ctx: Context, workdir: Path) -> dict[str, Any]:
+    """The reward-model probe's samples (SFT model, eval images) and the annotator's own best-of-n on them."""
+    from fact_rlhf_jax.demo.reward_probe import Probe, sample_descriptions
+    from fact_rlhf_jax.inference import ChatModel
+
+    p = ctx.settings.probe
+    chat = ChatModel.load(ctx.workdir("sft"), batch_size=ctx.settings.pairs.batch_size, seed=ctx.settings.seed)
+    probe = sample_descriptions(chat, ctx.world, workdir, images=p.images, samples=p.samples,
+                                max_new_tokens=p.max_new_tokens, seed=ctx.settings.seed)
+    return Probe(ctx.world, probe).baselines()
+
+
+def probe_reward_model(ctx: Context, reward_dir: Path) -> dict[str, Any]:
+    """How the reward model in `reward_dir` ranks the probe samples (`reward_probe.Probe.report`)."""
+    from fact_rlhf_jax.demo.reward_probe import Probe, load_probe
+    from fact_rlhf_jax.scoring import RewardModel
+
+    probe = Probe(ctx.world, load_probe(ctx.workdir("probe")))
+    reward_model = RewardModel.load(reward_dir, batch_size=ctx.settings.pairs.batch_size)
+    return probe.report(probe.reward_model_scores(reward_model))
+
+
 def rm_config(factual: bool):
     def make(ctx: Context):
         from fact_rlhf_jax.demo import config
@@ -101,7 +123,8 @@ def dpo_config(ctx: Context):
 
 
 def reward_model(name: str, factual: bool) -> Stage:
-    """Stage `rm_<name>`: a reward model -> results.json reward_models.<name> = {"accuracy": held-out accuracy}."""
+    """Stage `rm_<name>`: a reward model -> results.json reward_models.<name> = {"accuracy": held-out accuracy,
+    "probe": its ranking of the SFT model's samples (`reward_probe`), ...}."""
     run_training = train(rm_config(factual))
 
     def run(ctx: Context, workdir: Path) -> dict[str, Any]:
@@ -110,7 +133,7 @@ def reward_model(name: str, factual: bool) -> Stage:
         if not evals:
             raise StageError(f"{workdir}/metrics.jsonl: no eval/accuracy (the held-out split is empty?)")
         return {"accuracy": evals[-1]["eval/accuracy"], "steps": result["steps"],
-                "train_accuracy": result["last_metrics"].get("accuracy")}
+                "train_accuracy": result["last_metrics"].get("accuracy"), "probe": probe_reward_model(ctx, workdir)}
 
     kind = "Fact-RM (facts in the prompt)" if factual else "vanilla reward model (no facts)"
     return Stage(f"rm_{name}", kind, run, slot=("reward_models", name))
@@ -156,7 +179,8 @@ def report(stage_list: Callable[[], list[Stage]]) -> Stage:
         results = collect_results(stages, records)
         model_dirs = {s.slot[1]: ctx.workdir(s.name) for s in stages if s.slot and s.slot[0] == "models"}
         world = ctx.world if (ctx.world.root / "world.json").exists() else None
-        paths = write_report(ctx.root, results, {n: r["seconds"] for n, r in records.items()}, model_dirs, world)
+        paths = write_report(ctx.root, results, {n: r["seconds"] for n, r in records.items()}, model_dirs, world,
+                             probe=records.get("probe", {}).get("result"))
         return {k: str(p) for k, p in paths.items()}
 
     return Stage("report", "write results.json, results.md and figures", run, always=True)
@@ -170,6 +194,7 @@ def stages() -> list[Stage]:
         Stage("sft", "SFT from the pretrained model", train(sft_config)),
         evaluation("sft", load_workdir_model("sft")),
         Stage("pairs", "preference pairs sampled from the SFT model, labelled by the annotator", sample_pairs),
+        Stage("probe", "descriptions sampled from the SFT model for the reward-model probe", sample_probe),
         reward_model("vanilla", factual=False),
         reward_model("factual", factual=True),
         Stage("ppo_vanilla", "PPO against the vanilla reward model (RLHF)", train(ppo_config("rm_vanilla"))),

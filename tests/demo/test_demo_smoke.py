@@ -16,7 +16,7 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
     root = tmp_path / "demo"
     assert main(["demo", "--workdir", str(root), "--smoke"]) == 0
     first = capsys.readouterr().out
-    assert "[4/15] sft: SFT from the pretrained model: done in" in first
+    assert "[4/16] sft: SFT from the pretrained model: done in" in first
 
     results = json.loads((root / "results.json").read_text())
     assert set(results) == {"models", "reward_models", "seconds"}
@@ -30,7 +30,11 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
         assert all(0.0 <= model[m] <= 1.0 for m in RATES), name
         assert model["n"] == 16
     assert set(results["reward_models"]) == {"vanilla", "factual"}
-    assert all(0.0 <= rm["accuracy"] <= 1.0 for rm in results["reward_models"].values())
+    for rm in results["reward_models"].values():
+        assert 0.0 <= rm["accuracy"] <= 1.0
+        probe = rm["probe"]  # the reward model's ranking of the SFT model's samples (tests/demo/test_reward_probe.py)
+        assert 0.0 <= probe["agreement"] <= 1.0 and -1.0 <= probe["corr_words"] <= 1.0
+        assert 0.0 <= probe["best_of_n"]["hallucination_rate"] <= 1.0
     assert results["seconds"] > 0
     # on-policy pairs: sampled from the SFT model, the preferred one never mentions fewer objects
     pairs = json.loads((root / "pairs" / "preference.json").read_text())
@@ -44,7 +48,7 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
         assert len(better.mentioned) >= len(worse.mentioned)
 
     md = (root / "results.md").read_text()
-    assert "| sft |" in md
+    assert "| sft |" in md and "| annotator (oracle) |" in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert "figures/results.png" in links and "figures/training_curves.png" in links
     titles = _curve_titles(root)
@@ -54,14 +58,14 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
     assert sum(l.startswith("figures/samples/") for l in links) == 3
     assert all((root / link).is_file() for link in links)
 
-    finished = ("world", "vision", "pretrain", "sft", "eval_sft", "pairs", "rm_vanilla", "rm_factual", "ppo_vanilla", "eval_rlhf",
+    finished = ("world", "vision", "pretrain", "sft", "eval_sft", "pairs", "probe", "rm_vanilla", "rm_factual", "ppo_vanilla", "eval_rlhf",
                 "ppo_factual", "eval_fact_rlhf", "dpo", "eval_dpo")
     done = {s: (root / s / "done.json").stat().st_mtime_ns for s in finished}
     checkpoints = sorted(p.name for p in (root / "sft" / "checkpoints").iterdir())
     assert main(["demo", "--workdir", str(root), "--smoke"]) == 0
     second = capsys.readouterr().out
     for i, stage in enumerate(finished, 1):
-        assert f"[{i}/15] {stage}: " in second and "finished earlier" in second.splitlines()[i - 1]
+        assert f"[{i}/16] {stage}: " in second and "finished earlier" in second.splitlines()[i - 1]
     assert {s: (root / s / "done.json").stat().st_mtime_ns for s in done} == done
     assert sorted(p.name for p in (root / "sft" / "checkpoints").iterdir()) == checkpoints
     assert json.loads((root / "results.json").read_text()) == results

@@ -3,7 +3,7 @@
 PPO climbs whatever the reward model scores highest among the policy's samples, so the number that predicts
 a PPO run is not the held-out preference accuracy (measured on pairs built like the training pairs) but how
 the reward model ranks fresh samples of the policy. The probe samples `samples` descriptions (T = 1) from the
-SFT model for each of the first `images` eval images (`probe_samples` stage, `probe.json`) and, for each
+SFT model for each of the first `images` eval images (the `probe` stage, `probe/probe.json`) and, for each
 reward model, reports:
 
 - `agreement`: of the sample pairs of one image that the annotator orders (`annotator.preference_score`),
@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from fact_rlhf_jax.demo.world import World
-from fact_rlhf_jax.shapesworld.annotator import annotate, preference_score
+from fact_rlhf_jax.shapesworld.annotator import annotate, chair_scores, preference_score
+from fact_rlhf_jax.shapesworld.metrics import mean_length
 from fact_rlhf_jax.shapesworld.scene import Scene, load_scenes
 from fact_rlhf_jax.shapesworld.text import DESCRIBE_PROMPTS
 
@@ -59,16 +60,10 @@ def load_probe(out_dir: Path) -> list[dict[str, Any]]:
 
 def best_of_n(scenes: Sequence[Scene], texts: Sequence[Sequence[str]], choice: Sequence[int]) -> dict[str, float]:
     """CHAIR-i, coverage and mean words of the chosen sample of each image."""
-    mentions = hallucinated = covered = present = 0
-    for scene, options, k in zip(scenes, texts, choice, strict=True):
-        a = annotate(scene, options[k])
-        mentions += len(a.mentioned)
-        hallucinated += len(a.hallucinated)
-        covered += len(a.covered)
-        present += len(a.present)
-    words = [len(options[k].split()) for options, k in zip(texts, choice)]
-    return {"hallucination_rate": hallucinated / max(mentions, 1), "coverage": covered / max(present, 1),
-            "mean_length": float(np.mean(words))}
+    chosen = [options[k] for options, k in zip(texts, choice, strict=True)]
+    scores = chair_scores(list(scenes), chosen)
+    return {"hallucination_rate": scores["chair_i"], "coverage": scores["coverage"],
+            "mean_length": mean_length(chosen)}
 
 
 def _centred_corr(x: np.ndarray, y: np.ndarray) -> float:

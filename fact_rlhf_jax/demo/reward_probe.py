@@ -114,11 +114,10 @@ class Probe:
                            self.scenes, self.texts)
 
     def reward_model_scores(self, reward_model) -> np.ndarray:
-        """[images, samples] rewards of a `scoring.RewardModel` (a Fact-RM gets each image's captions, in an order
-        shuffled once per image)."""
+        """[images, samples] rewards of a `scoring.RewardModel` (a Fact-RM gets each image's captions from its own
+        captions file, in an order shuffled once per image)."""
         from PIL import Image
 
-        captions = json.loads(self.world.path("captions").read_text())
         ids, pictures = [], []
         for i, item in enumerate(self.items):
             picture = Image.open(self.world.path("images") / item["image"]).convert("RGB")
@@ -126,7 +125,6 @@ class Probe:
                 record = {"image": item["image"],
                           "conversations": [{"from": "human", "value": "<image>\n" + item["question"]},
                                             {"from": "gpt", "value": text or "."}]}
-                ids.append(reward_model.input_ids(record, np.random.default_rng([0, i]),
-                                                  facts=captions[item["image"]]))
+                ids.append(reward_model.input_ids(record, np.random.default_rng([0, i])))
                 pictures.append(picture)
         return np.asarray(reward_model.score_ids(ids, pictures), np.float64).reshape(self.annotator.shape)

@@ -91,6 +91,26 @@ def test_top_k_top_p_filter_against_numpy():
             assert survivors == nucleus, (top_k, top_p)
 
 
+def test_first_argmax_and_gumbel_draws_equal_jax_argmax_and_categorical():
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(6, 300)).astype(np.float32)
+    logits[1, [5, 40, 299]] = 9.0  # a tie: the first index wins, as in argmax
+    logits[2, :] = -3.0            # all tied
+    got = np.asarray(sampling.first_argmax(jnp.asarray(logits)))
+    np.testing.assert_array_equal(got, np.argmax(logits, axis=-1))
+    assert got[1] == 5 and got[2] == 0
+    # Sampled selection: the same draws as jax.random.categorical with the same key, and log softmax of them.
+    for seed in range(4):
+        key = jax.random.key(seed)
+        token, logp = sampling._select(jnp.asarray(logits), key, jnp.float32(0.7), jnp.float32(1.0), top_k=0,
+                                       greedy=False, filtered=False)
+        want = np.asarray(jax.random.categorical(key, jnp.asarray(logits) / 0.7, axis=-1))
+        np.testing.assert_array_equal(np.asarray(token), want)
+        scaled = logits.astype(np.float64) / np.float32(0.7)
+        lse = scaled.max(-1) + np.log(np.exp(scaled - scaled.max(-1, keepdims=True)).sum(-1))
+        np.testing.assert_allclose(np.asarray(logp), scaled[np.arange(6), want] - lse, rtol=1e-5, atol=1e-5)
+
+
 def test_sampling_is_deterministic_given_key_and_respects_temperature(tmp_path):
     F.make_llava(tmp_path, seed=10)
     cfg, params = hf.import_llava(tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from fact_rlhf_jax.models import layers as L
 from fact_rlhf_jax.train.stage import LossTerms
 
 IGNORE_INDEX = -100
@@ -17,15 +18,17 @@ def shifted_token_nll(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, 
     `-100` = unsupervised. Returns (nll [B, T-1] zero where unsupervised, valid [B, T-1] bool,
     correct [B, T-1] bool: argmax == target on valid positions).
     """
-    logits = logits[:, :-1].astype(jnp.float32)
-    targets = labels[:, 1:]
+    # The targets move left instead of the logits: slicing [B, T, V] logits costs a copy forward and a pad of
+    # the whole gradient backward; the last position gets no target and is dropped from the [B, T] results.
+    logits = logits.astype(jnp.float32)
+    targets = jnp.concatenate([labels[:, 1:], jnp.full_like(labels[:, :1], IGNORE_INDEX)], axis=1)
     valid = targets != IGNORE_INDEX
     safe = jnp.where(valid, targets, 0)
     log_z = jax.nn.logsumexp(logits, axis=-1)
     target_logit = jnp.take_along_axis(logits, safe[..., None], axis=-1)[..., 0]
     nll = jnp.where(valid, log_z - target_logit, 0.0)
-    correct = (jnp.argmax(logits, axis=-1) == safe) & valid
-    return nll, valid, correct
+    correct = (L.first_argmax(jax.lax.stop_gradient(logits)) == safe) & valid
+    return nll[:, :-1], valid[:, :-1], correct[:, :-1]
 
 
 def shifted_token_nll_chunked(hidden: jax.Array, lm_head: jax.Array, labels: jax.Array,
@@ -52,7 +55,7 @@ def shifted_token_nll_chunked(hidden: jax.Array, lm_head: jax.Array, labels: jax
         safe = jnp.where(valid, tx, 0)
         target_logit = jnp.take_along_axis(logits, safe[..., None], axis=-1)[..., 0]
         nll = jnp.where(valid, jax.nn.logsumexp(logits, axis=-1) - target_logit, 0.0)
-        return nll, (jnp.argmax(logits, axis=-1) == safe) & valid
+        return nll, (L.first_argmax(jax.lax.stop_gradient(logits)) == safe) & valid
 
     nll, correct = jax.lax.map(one_chunk, (h, tg))
     nll = nll.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from fact_rlhf_jax import hf, sampling
+from fact_rlhf_jax.models import layers as L
 from fact_rlhf_jax.models import llava
 from tests.models import hf_fixtures as F
 
@@ -96,7 +97,7 @@ def test_first_argmax_and_gumbel_draws_equal_jax_argmax_and_categorical():
     logits = rng.normal(size=(6, 300)).astype(np.float32)
     logits[1, [5, 40, 299]] = 9.0  # a tie: the first index wins, as in argmax
     logits[2, :] = -3.0            # all tied
-    got = np.asarray(sampling.first_argmax(jnp.asarray(logits)))
+    got = np.asarray(L.first_argmax(jnp.asarray(logits)))
     np.testing.assert_array_equal(got, np.argmax(logits, axis=-1))
     assert got[1] == 5 and got[2] == 0
     # Sampled selection: the same draws as jax.random.categorical with the same key, and log softmax of them.

@@ -135,8 +135,10 @@ def test_sharded_update_equals_single_device(rollout_and_start, mesh_shape):
     config, rollout, state, mask = rollout_and_start
     single, single_metrics = run_update(config, rollout, state, mask, None)
     sharded, sharded_metrics = run_update(config, rollout, state, mask, mesh_shape)
+    # atol: the updates move parameters by ~4e-3 (Adam at lr 5e-3); another reduction order of a near-zero
+    # gradient element shifts its update by up to ~1e-3 of that (1.3e-6 measured), a wrong sharding by all of it
     for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(sharded)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-6)
     moved = [float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(state["params"]))]
     assert max(moved) > 1e-4  # the update did something
     for k in ("policy_loss", "value_loss", "approx_kl"):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -14,13 +17,54 @@ def dense(x: jax.Array, w: jax.Array, *, n_in: int = 1, bias: jax.Array | None =
           lora: dict | None = None, lora_scale: float = 1.0) -> jax.Array:
     """x [..., *in] . w [*in, *out] (+ bias [*out]) (+ LoRA: (x . a [*in, r]) . b [r, *out] * scale)."""
     w = w.astype(x.dtype)
-    y = jnp.tensordot(x, w, axes=n_in)
+    y = matmul(x, w, n_in)
     if bias is not None:
         y = y + bias.astype(y.dtype)
     if lora is not None:
-        down = jnp.tensordot(x, lora["a"].astype(x.dtype), axes=n_in)
-        y = y + (lora_scale * jnp.tensordot(down, lora["b"].astype(x.dtype), axes=1)).astype(y.dtype)
+        down = matmul(x, lora["a"].astype(x.dtype), n_in)
+        y = y + (lora_scale * matmul(down, lora["b"].astype(x.dtype), 1)).astype(y.dtype)
     return y
+
+
+def matmul(x: jax.Array, w: jax.Array, n_in: int = 1) -> jax.Array:
+    """x [..., *in] . w [*in, *out] -> [..., *out]: `jnp.tensordot(x, w, n_in)`, differentiated on CPU by
+    `_cpu_matmul`'s rule (accelerator compilers choose their own operand layouts)."""
+    if jax.default_backend() == "cpu":
+        return _cpu_matmul(x, w, n_in)
+    return jnp.tensordot(x, w, axes=n_in)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _cpu_matmul(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
+    """`tensordot(x, w, n_in)` whose weight gradient is x^T [K, N] . dy [N, out] with x^T written out first.
+
+    Left to itself, XLA:CPU makes the operands of that matmul contiguous by writing the output gradient
+    transposed, inside the fusion that computes it (for the MLP, the SwiGLU backward at [F, tokens]); those
+    strided writes were a quarter of a demo SFT step. Transposing the smaller of x and dy in a copy of its own,
+    behind an optimization barrier so the compiler cannot fold it back into the matmul, runs an MLP's forward
+    and backward 1.6-1.8x faster (tokens x 192 x 512 and tokens x 512 x 1376, float32, 2 cores).
+    """
+    return jnp.tensordot(x, w, axes=n_in)
+
+
+def _cpu_matmul_fwd(x, w, n_in):
+    return jnp.tensordot(x, w, axes=n_in), (x, w)
+
+
+def _cpu_matmul_bwd(n_in, residuals, dy):
+    x, w = residuals
+    out_dims = tuple(range(n_in, w.ndim))
+    dx = jnp.tensordot(dy, w, axes=(tuple(range(dy.ndim - len(out_dims), dy.ndim)), out_dims))
+    k, o = math.prod(w.shape[:n_in]), math.prod(w.shape[n_in:])
+    x2, dy2 = x.reshape(-1, k), dy.reshape(-1, o)  # [N, K], [N, O]
+    if k <= o:
+        dw = jnp.dot(jax.lax.optimization_barrier(x2.T), dy2, preferred_element_type=jnp.float32)
+    else:  # transpose the smaller operand: dW^T = dy^T . x, then the weight-sized result
+        dw = jnp.dot(jax.lax.optimization_barrier(dy2.T), x2, preferred_element_type=jnp.float32).T
+    return dx.astype(x.dtype), dw.reshape(w.shape).astype(w.dtype)
+
+
+_cpu_matmul.defvjp(_cpu_matmul_fwd, _cpu_matmul_bwd)
 
 
 def first_argmax(x: jax.Array) -> jax.Array:

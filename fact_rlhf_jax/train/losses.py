@@ -27,7 +27,7 @@ def shifted_token_nll(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, 
     log_z = jax.nn.logsumexp(logits, axis=-1)
     target_logit = jnp.take_along_axis(logits, safe[..., None], axis=-1)[..., 0]
     nll = jnp.where(valid, log_z - target_logit, 0.0)
-    correct = (L.first_argmax(jax.lax.stop_gradient(logits)) == safe) & valid
+    correct = (L.first_argmax(logits) == safe) & valid
     return nll[:, :-1], valid[:, :-1], correct[:, :-1]
 
 
@@ -55,7 +55,7 @@ def shifted_token_nll_chunked(hidden: jax.Array, lm_head: jax.Array, labels: jax
         safe = jnp.where(valid, tx, 0)
         target_logit = jnp.take_along_axis(logits, safe[..., None], axis=-1)[..., 0]
         nll = jnp.where(valid, jax.nn.logsumexp(logits, axis=-1) - target_logit, 0.0)
-        return nll, (L.first_argmax(jax.lax.stop_gradient(logits)) == safe) & valid
+        return nll, (L.first_argmax(logits) == safe) & valid
 
     nll, correct = jax.lax.map(one_chunk, (h, tg))
     nll = nll.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]

@@ -91,8 +91,8 @@ FULL = DemoSettings(
     vision=Schedule(steps=2000, batch=64, lr=1e-3, warmup=50, max_text_length=0),
     pretrain=Schedule(steps=800, batch=32, lr=3e-3, warmup=30, max_text_length=48),
     sft=Schedule(steps=250, batch=16, lr=3e-3, warmup=20, max_text_length=448),
-    pairs=PairSchedule(prompts=3000, samples=4),
-    reward=Schedule(steps=100, batch=16, lr=2e-3, warmup=5, max_text_length=512),
+    pairs=PairSchedule(prompts=2000, samples=4),
+    reward=Schedule(steps=70, batch=16, lr=2e-3, warmup=5, max_text_length=512),
     ppo=PPOSchedule(steps=30, rollout=32, minibatch=16, epochs=2, lr=1e-3, max_new_tokens=96),
     dpo=Schedule(steps=60, batch=16, lr=5e-4, warmup=5, max_text_length=256),
 )
@@ -135,7 +135,7 @@ def _common(c: ml_collections.ConfigDict, s: DemoSettings, schedule: Schedule | 
 
 
 def _training_config(world: World, s: DemoSettings, schedule: Schedule) -> ml_collections.ConfigDict:
-    """The SFT stage's config on the demo world, everything trainable (the vision tower from scratch)."""
+    """The base of the demo's model-training stages on the demo world (each stage sets what trains)."""
     from fact_rlhf_jax.train.sft import default_config as sft_base
 
     c = sft_base()
@@ -183,8 +183,11 @@ def pretrain_config(world: World, s: DemoSettings, init_from: str = "") -> ml_co
 
 
 def sft_config(world: World, s: DemoSettings, init_from: str = "") -> ml_collections.ConfigDict:
-    """SFT on the world's conversations (`vicuna_v1`), starting from the params of `init_from` (a workdir)."""
+    """SFT on the world's conversations (`vicuna_v1`), starting from the params of `init_from` (a workdir); the
+    vision tower stays frozen, as CLIP does in LLaVA's SFT (trained here, its held-out descriptions hallucinated
+    more: docs/demo.md)."""
     c = _training_config(world, s, s.sft)
+    c.trainable = ("projector/.*", "llm/.*")
     c.data.train = [(str(world.sft_train), str(world.path("images")), 1.0)]
     c.data.eval = [(str(world.sft_eval), str(world.path("images")), 1.0)] if s.sft_eval_images else []
     c.data.template = "vicuna_v1"

@@ -37,7 +37,7 @@ METRICS = ("hallucination_rate", "response_hallucination_rate", "coverage", "pop
 
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
-    batch_size: int = 64  # prompts per generation call
+    batch_size: int = 128  # prompts per generation call
     conv_mode: str = "vicuna_v1"  # the template the demo model was trained with
     description_tokens: int = 160
     pope_tokens: int = 24  # enough for "Yes, there is a red circle in the image."

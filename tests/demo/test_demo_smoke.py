@@ -47,6 +47,8 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
             preference_score(scene, p[f"output_{3 - p['preference']}"]["value"])
         assert len(better.mentioned) >= len(worse.mentioned)
 
+    _assert_sft_kept_the_vision_tower(root)
+
     md = (root / "results.md").read_text()
     assert "| sft |" in md and "| annotator (oracle) |" in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
@@ -69,6 +71,21 @@ def test_smoke_run_then_rerun_skips_finished_stages(tmp_path, capsys):
     assert {s: (root / s / "done.json").stat().st_mtime_ns for s in done} == done
     assert sorted(p.name for p in (root / "sft" / "checkpoints").iterdir()) == checkpoints
     assert json.loads((root / "results.json").read_text()) == results
+
+
+def _assert_sft_kept_the_vision_tower(root):
+    """SFT trains the projector and the LLM; the vision tower stays as caption pretraining left it (frozen there
+    too, from the vision stage)."""
+    import jax
+    import numpy as np
+
+    from fact_rlhf_jax import pretrained
+
+    before, after = (pretrained.load(root / stage).params for stage in ("pretrain", "sft"))
+    for a, b in zip(jax.tree.leaves(before["vision"]), jax.tree.leaves(after["vision"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(jax.tree.leaves(before["llm"]), jax.tree.leaves(after["llm"]), strict=True))
 
 
 def _curve_titles(root):

@@ -51,7 +51,9 @@ def make_batch(cfg, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray
     """One image block after BOS, a prompt, then supervised answer tokens; full length (no padding)."""
     rng = np.random.default_rng(seed)
     n_img = cfg.num_image_tokens
-    ids = rng.integers(3, min(cfg.text.vocab_size, cfg.image_token_id) - 1, size=(batch, seq)).astype(np.int32)
+    # text tokens: any id from 3 up except the image token (which may sit anywhere in the vocabulary)
+    ids = rng.integers(3, cfg.text.vocab_size - 1, size=(batch, seq))
+    ids = np.where(ids >= cfg.image_token_id, ids + 1, ids).astype(np.int32)
     ids[:, 0] = 1
     ids[:, 1 : 1 + n_img] = cfg.image_token_id
     labels = ids.copy()

@@ -91,10 +91,11 @@ FULL = DemoSettings(
     vision=Schedule(steps=2000, batch=64, lr=1e-3, warmup=50, max_text_length=0),
     pretrain=Schedule(steps=800, batch=32, lr=3e-3, warmup=30, max_text_length=48),
     sft=Schedule(steps=250, batch=16, lr=3e-3, warmup=20, max_text_length=448),
-    pairs=PairSchedule(prompts=2000, samples=4),
-    reward=Schedule(steps=70, batch=16, lr=2e-3, warmup=5, max_text_length=512),
-    ppo=PPOSchedule(steps=30, rollout=32, minibatch=16, epochs=2, lr=1e-3, max_new_tokens=96),
-    dpo=Schedule(steps=60, batch=16, lr=5e-4, warmup=5, max_text_length=256),
+    pairs=PairSchedule(prompts=1700, samples=4),
+    reward=Schedule(steps=56, batch=16, lr=2e-3, warmup=5, max_text_length=512),
+    ppo=PPOSchedule(steps=24, rollout=32, minibatch=16, epochs=2, lr=1e-3, max_new_tokens=96),
+    dpo=Schedule(steps=48, batch=16, lr=5e-4, warmup=5, max_text_length=256),
+    probe=ProbeSettings(images=64),
 )
 SMOKE = DemoSettings(
     train_images=64, eval_images=16, sft_eval_images=8, image_size=48, noise=0.2, sft_extra_qa=8,

@@ -91,6 +91,8 @@ FULL = DemoSettings(
     vision=Schedule(steps=2000, batch=64, lr=1e-3, warmup=50, max_text_length=0),
     pretrain=Schedule(steps=800, batch=32, lr=3e-3, warmup=30, max_text_length=48),
     sft=Schedule(steps=250, batch=16, lr=3e-3, warmup=20, max_text_length=448),
+    # the RLHF stages are sized so that the run stays under 15 minutes on 2 vCPUs when the machine is ~20 % slower
+    # than its best (13-14 min measured; docs/demo.md "third stop")
     pairs=PairSchedule(prompts=1700, samples=4),
     reward=Schedule(steps=56, batch=16, lr=2e-3, warmup=5, max_text_length=512),
     ppo=PPOSchedule(steps=24, rollout=32, minibatch=16, epochs=2, lr=1e-3, max_new_tokens=96),

@@ -146,7 +146,6 @@ def _training_config(world: World, s: DemoSettings, schedule: Schedule) -> ml_co
     c.model.overrides = dict(s.model_overrides)
     c.model.vocab_from_tokenizer = True
     c.model.image_token_from_tokenizer = True
-    c.trainable = ("vision/.*", "projector/.*", "llm/.*")
     c.data.tokenizer = str(world.path("tokenizer"))
     c.data.max_text_length = schedule.max_text_length
     c.data.read_threads = 0
